@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Build the local target's control plane from the Go module proxy into a cache outside the repo.
+#
+# Why from source: this kind of machine reaches the Go module proxy but no release downloads, so the
+# real kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok/kwokctl and
+# prometheus-adapter are compiled once and cached, keyed by version. A warm run only checks stamps.
+#
+# Inputs (environment): K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION HARNESS_CACHE
+# Output: $HARNESS_CACHE/bin/<component>-<version>/<binaries> and a .stamp file in each directory.
+# Progress goes to stdout, one line per step with elapsed seconds; exit code is non-zero on failure.
+set -euo pipefail
+
+: "${K8S_VERSION:?K8S_VERSION is required, e.g. 1.35.4}"
+: "${ETCD_VERSION:?ETCD_VERSION is required, e.g. 3.6.16}"
+: "${KWOK_VERSION:?KWOK_VERSION is required, e.g. 0.8.0}"
+: "${ADAPTER_VERSION:?ADAPTER_VERSION is required, e.g. 0.12.0}"
+: "${HARNESS_CACHE:?HARNESS_CACHE is required}"
+
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+export GOMODCACHE="$HARNESS_CACHE/go/mod" GOCACHE="$HARNESS_CACHE/go/build"
+BIN="$HARNESS_CACHE/bin"
+WORK="$HARNESS_CACHE/go/work"
+mkdir -p "$BIN" "$WORK"
+
+start_all=$SECONDS
+log() { printf '[build %4ds] %s\n' "$((SECONDS - start_all))" "$*"; }
+
+# Run a noisy go command with its output in a log; on failure show the end of the log and the path.
+quiet() {
+  local logf="$WORK/last-command.log"
+  if ! "$@" >"$logf" 2>&1; then
+    log "FAILED: $*"; tail -n 30 "$logf"; log "full output: $logf"; return 1
+  fi
+}
+
+# A component is rebuilt only when its stamp is missing (a half-finished build leaves no stamp).
+built() { [ -f "$1/.stamp" ]; }
+finish() { date -u +%FT%TZ >"$1/.stamp"; log "$2 ready in $1 ($(($SECONDS - $3))s)"; }
+
+build_kubernetes() {
+  local out="$BIN/kubernetes-v$K8S_VERSION" t=$SECONDS
+  if built "$out"; then log "kubernetes v$K8S_VERSION cached in $out"; return; fi
+  local staging="0.${K8S_VERSION#1.}" mod="$WORK/kubernetes-v$K8S_VERSION"
+  log "kubernetes v$K8S_VERSION: resolving modules (staging v$staging)"
+  rm -rf "$mod" && mkdir -p "$mod" && cd "$mod"
+  go mod init local/k8sbuild >/dev/null 2>&1
+  go mod download k8s.io/kubernetes@"v$K8S_VERSION"
+  # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with ./staging paths;
+  # replaces in a dependency are ignored, so point each one at its published version instead.
+  local gomod="$GOMODCACHE/cache/download/k8s.io/kubernetes/@v/v$K8S_VERSION.mod" m
+  for m in $(grep -oE '=> \./staging/src/k8s\.io/[a-z0-9-]+' "$gomod" | sed 's|=> ./staging/src/||' | sort -u); do
+    go mod edit -replace="$m=$m@v$staging"
+  done
+  # `go get` of the command packages (not just the module) records go.sum entries for every import.
+  local cmds="kube-apiserver kube-controller-manager kube-scheduler kubectl" pkgs=() c
+  for c in $cmds; do pkgs+=("k8s.io/kubernetes/cmd/$c@v$K8S_VERSION"); done
+  quiet go get "${pkgs[@]}"
+  local minor="${K8S_VERSION#*.}"; minor="${minor%%.*}"
+  local ldf="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldf+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%FT%TZ)"
+  done
+  mkdir -p "$out.tmp"
+  log "kubernetes v$K8S_VERSION: compiling kube-apiserver kube-controller-manager kube-scheduler kubectl (cold: 15-30 min on 2 cores)"
+  # Report progress while the compiler runs: the number of packages in the build cache grows.
+  ( while sleep 60; do log "kubernetes: still compiling, build cache $(du -sh "$GOCACHE" 2>/dev/null | cut -f1)"; done ) &
+  local ticker=$!
+  if ! quiet go build -trimpath -ldflags "$ldf" -o "$out.tmp/" "${pkgs[@]%@*}"; then
+    kill "$ticker" 2>/dev/null; return 1
+  fi
+  kill "$ticker" 2>/dev/null || true
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  finish "$out" "kubernetes v$K8S_VERSION" "$t"
+}
+
+build_etcd() {
+  local out="$BIN/etcd-v$ETCD_VERSION" t=$SECONDS
+  if built "$out"; then log "etcd v$ETCD_VERSION cached in $out"; return; fi
+  # `go install go.etcd.io/etcd/server/v3@...` refuses modules with replaces; build it as a dependency.
+  local mod="$WORK/etcd-v$ETCD_VERSION"
+  rm -rf "$mod" && mkdir -p "$mod" && cd "$mod"
+  go mod init local/etcdbuild >/dev/null 2>&1
+  log "etcd v$ETCD_VERSION: resolving and compiling"
+  quiet go get go.etcd.io/etcd/server/v3@"v$ETCD_VERSION"
+  mkdir -p "$out.tmp"
+  quiet go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  finish "$out" "etcd v$ETCD_VERSION" "$t"
+}
+
+go_install() {  # name version out packages...
+  local name=$1 version=$2 out=$3 t=$SECONDS; shift 3
+  if built "$out"; then log "$name v$version cached in $out"; return; fi
+  log "$name v$version: compiling $*"
+  mkdir -p "$out.tmp"
+  local p; for p in "$@"; do GOBIN="$out.tmp" quiet go install -trimpath -ldflags "-s -w" "$p@v$version"; done
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  finish "$out" "$name v$version" "$t"
+}
+
+build_kubernetes
+build_etcd
+go_install kwok "$KWOK_VERSION" "$BIN/kwok-v$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
+go_install prometheus-adapter "$ADAPTER_VERSION" "$BIN/prometheus-adapter-v$ADAPTER_VERSION" sigs.k8s.io/prometheus-adapter/cmd/adapter
+log "all binaries ready under $BIN (total $((SECONDS - start_all))s)"
