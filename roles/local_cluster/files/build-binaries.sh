@@ -22,6 +22,9 @@ BIN="$HARNESS_CACHE/bin"
 WORK="$HARNESS_CACHE/go/work"
 mkdir -p "$BIN" "$WORK"
 
+# With BUILD_LOG set (the role's async run), progress also goes to that file for `tail -f`.
+if [ -n "${BUILD_LOG:-}" ]; then exec > >(tee -a "$BUILD_LOG") 2>&1; fi
+
 start_all=$SECONDS
 log() { printf '[build %4ds] %s\n' "$((SECONDS - start_all))" "$*"; }
 
