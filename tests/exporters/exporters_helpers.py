@@ -1,0 +1,105 @@
+"""Real Kubernetes object shapes (the python client's models) for the exporter tests, and an
+exposition parser that returns {(name, labels): value}."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from kubernetes.client import (
+    V1Container,
+    V1Node,
+    V1NodeStatus,
+    V1ObjectMeta,
+    V1Pod,
+    V1PodSpec,
+    V1PodStatus,
+    V1ResourceRequirements,
+)
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+T0 = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
+
+
+def gpu_node(
+    name: str,
+    gpus: int = 1,
+    replicas: int = 4,
+    product: str = "NVIDIA-L4",
+    instance_type: str = "g2-standard-8",
+    memory_mib: int | None = 23034,
+    extra_labels: dict[str, str] | None = None,
+    count_label: bool = True,
+) -> V1Node:
+    """A node labelled the way GPU feature discovery (and the local_cluster role's kwok nodes) label it."""
+    labels = {
+        "kubernetes.io/hostname": name,
+        "node.kubernetes.io/instance-type": instance_type,
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": product,
+        "nvidia.com/gpu.replicas": str(replicas),
+    }
+    if count_label:
+        labels["nvidia.com/gpu.count"] = str(gpus)
+    if memory_mib is not None:
+        labels["nvidia.com/gpu.memory"] = str(memory_mib)
+    labels.update(extra_labels or {})
+    capacity = {"cpu": "8", "memory": "32Gi", "pods": "110", "nvidia.com/gpu": str(gpus * replicas)}
+    return V1Node(
+        metadata=V1ObjectMeta(name=name, labels=labels),
+        status=V1NodeStatus(capacity=capacity, allocatable=dict(capacity)),
+    )
+
+
+def cpu_node(name: str) -> V1Node:
+    capacity = {"cpu": "8", "memory": "32Gi", "pods": "110"}
+    return V1Node(metadata=V1ObjectMeta(name=name, labels={}), status=V1NodeStatus(capacity=capacity))
+
+
+def gpu_pod(
+    name: str,
+    node: str | None,
+    gpus: int = 1,
+    service: str = "stt",
+    namespace: str = "model-serving",
+    minutes: int = 0,
+    phase: str = "Running",
+    metrics_url: str | None = None,
+    limits_only: bool = False,
+    containers: list[V1Container] | None = None,
+) -> V1Pod:
+    """A pod as a Deployment would create it, requesting ``gpus`` nvidia.com/gpu, created T0 + minutes."""
+    gpu = {"nvidia.com/gpu": str(gpus)}
+    resources = (
+        V1ResourceRequirements(limits=gpu)
+        if limits_only
+        else V1ResourceRequirements(requests={"cpu": "1", **gpu}, limits=gpu)
+    )
+    annotations = {"harness.local/metrics-url": metrics_url} if metrics_url else None
+    return V1Pod(
+        metadata=V1ObjectMeta(
+            name=name,
+            namespace=namespace,
+            labels={"app.kubernetes.io/name": service},
+            annotations=annotations,
+            creation_timestamp=T0 + dt.timedelta(minutes=minutes),
+        ),
+        spec=V1PodSpec(
+            node_name=node,
+            containers=containers or [V1Container(name="worker", image="worker:0.1.0", resources=resources)],
+        ),
+        status=V1PodStatus(phase=phase),
+    )
+
+
+def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def samples(scraped: dict, name: str) -> list[tuple[dict[str, str], float]]:
+    return [(dict(labels), value) for (n, labels), value in scraped.items() if n == name]

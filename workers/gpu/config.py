@@ -1,0 +1,123 @@
+"""GPU exporter configuration: flags, each defaulting to an environment variable, validated at start."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from workers.gpu import settings
+from workers.gpu.busy import DEFAULT_ALLOWED_HOSTS
+from workers.gpu.settings import ConfigError
+from workers.gpu.simulated import SimulationModel
+
+SOURCES = ("simulated", "nvml")
+DEFAULT_PORT = "9400"  # dcgm-exporter's port, so scrape configs look alike
+
+
+@dataclass(frozen=True)
+class GpuExporterConfig:
+    source: str
+    port: int
+    bind: str
+    once: bool
+    kubeconfig: str | None
+    api_timeout: float
+    allowed_hosts: tuple[str, ...]
+    busy_timeout: float
+    node_name: str | None
+    model: SimulationModel
+
+
+# (flag, environment variable, default, help)
+_OPTIONS = (
+    ("--source", "GPU_EXPORTER_SOURCE", "simulated", "simulated (kwok nodes) or nvml (a host with GPUs)"),
+    ("--port", "METRICS_PORT", DEFAULT_PORT, "port for /metrics"),
+    ("--bind", "METRICS_BIND", "127.0.0.1", "address for /metrics"),
+    ("--kubeconfig", "KUBECONFIG", None, "kubeconfig of the cluster (simulated source)"),
+    ("--api-timeout", "GPU_EXPORTER_API_TIMEOUT_SECONDS", "5", "API server request timeout, seconds"),
+    (
+        "--allowed-hosts",
+        "GPU_EXPORTER_ALLOWED_HOSTS",
+        ",".join(DEFAULT_ALLOWED_HOSTS),
+        "hosts a pod's metrics-url annotation may point at, comma separated",
+    ),
+    ("--busy-timeout", "GPU_EXPORTER_BUSY_TIMEOUT_SECONDS", "1", "timeout reading a worker's metrics"),
+    ("--node-name", "NODE_NAME", None, "Hostname label for the nvml source (default: this host's name)"),
+    ("--memory-per-pod-mib", "GPU_SIM_MEMORY_PER_POD_MIB", "1024", "simulated: resident MiB per pod"),
+    (
+        "--memory-per-busy-mib",
+        "GPU_SIM_MEMORY_PER_BUSY_MIB",
+        "2048",
+        "simulated: extra MiB per pod at busy ratio 1",
+    ),
+    (
+        "--default-memory-mib",
+        "GPU_SIM_DEFAULT_MEMORY_MIB",
+        "16384",
+        "simulated: GPU memory when a node has no nvidia.com/gpu.memory label",
+    ),
+    ("--temp-idle", "GPU_SIM_TEMP_IDLE_C", "35", "simulated: temperature at 0% utilisation"),
+    ("--temp-max", "GPU_SIM_TEMP_MAX_C", "80", "simulated: temperature at 100% utilisation"),
+)
+
+
+def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m workers.gpu_exporter",
+        description="GPU metrics with DCGM names, from NVML or simulated from the cluster's GPU pods.",
+    )
+    for flag, var, default, text in _OPTIONS:
+        parser.add_argument(flag, default=env.get(var, default), help=f"{text} [env {var}]")
+    parser.add_argument("--once", action="store_true", help="print the exposition once and exit")
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> GpuExporterConfig:
+    env = os.environ if env is None else env
+    args = _parser(env).parse_args(argv)
+    source = settings.choice("GPU_EXPORTER_SOURCE (--source)", args.source, SOURCES)
+    if source == "simulated" and not args.kubeconfig:
+        raise ConfigError(
+            "KUBECONFIG (--kubeconfig) is not set: the simulated source reads nodes and pods from the cluster"
+        )
+    if args.kubeconfig and source == "simulated" and not os.path.isfile(args.kubeconfig):
+        raise ConfigError(f"KUBECONFIG (--kubeconfig)={args.kubeconfig!r}: no such file")
+    temp_idle = settings.number("GPU_SIM_TEMP_IDLE_C (--temp-idle)", args.temp_idle)
+    temp_max = settings.number("GPU_SIM_TEMP_MAX_C (--temp-max)", args.temp_max)
+    if temp_max < temp_idle:
+        raise ConfigError(
+            f"GPU_SIM_TEMP_MAX_C={args.temp_max!r}: must be >= GPU_SIM_TEMP_IDLE_C={args.temp_idle!r}"
+        )
+    model = SimulationModel(
+        memory_per_pod_mib=settings.number(
+            "GPU_SIM_MEMORY_PER_POD_MIB (--memory-per-pod-mib)", args.memory_per_pod_mib
+        ),
+        memory_per_busy_mib=settings.number(
+            "GPU_SIM_MEMORY_PER_BUSY_MIB (--memory-per-busy-mib)", args.memory_per_busy_mib
+        ),
+        default_memory_mib=int(
+            settings.number(
+                "GPU_SIM_DEFAULT_MEMORY_MIB (--default-memory-mib)", args.default_memory_mib, minimum=1
+            )
+        ),
+        temp_idle_celsius=temp_idle,
+        temp_max_celsius=temp_max,
+    )
+    return GpuExporterConfig(
+        source=source,
+        port=settings.port("METRICS_PORT (--port)", args.port),
+        bind=args.bind,
+        once=args.once,
+        kubeconfig=args.kubeconfig,
+        api_timeout=settings.number(
+            "GPU_EXPORTER_API_TIMEOUT_SECONDS (--api-timeout)", args.api_timeout, strict_minimum=True
+        ),
+        allowed_hosts=settings.host_list("GPU_EXPORTER_ALLOWED_HOSTS (--allowed-hosts)", args.allowed_hosts),
+        busy_timeout=settings.number(
+            "GPU_EXPORTER_BUSY_TIMEOUT_SECONDS (--busy-timeout)", args.busy_timeout, strict_minimum=True
+        ),
+        node_name=args.node_name,
+        model=model,
+    )

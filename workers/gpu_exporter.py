@@ -1,0 +1,70 @@
+"""GPU exporter: DCGM-named GPU metrics from NVML, or simulated for kwok nodes.
+
+    python -m workers.gpu_exporter [--source simulated|nvml] [--once]
+
+See ``workers/gpu/config.py`` for every flag and environment variable, ``workers/gpu/simulated.py``
+for the simulation model. Binds 127.0.0.1 by default; ``--once`` prints the exposition and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+
+from workers.gpu.busy import BusyRatioFetcher
+from workers.gpu.cluster import list_gpu_inventory, load_core_v1
+from workers.gpu.config import GpuExporterConfig, load_config
+from workers.gpu.readings import GpuCollector, GpuSource
+from workers.gpu.settings import ConfigError
+from workers.gpu.sources import NvmlSource, SimulatedSource, SourceUnavailable
+
+log = logging.getLogger("gpu_exporter")
+
+
+def build_source(cfg: GpuExporterConfig) -> GpuSource:
+    if cfg.source == "nvml":
+        return NvmlSource(hostname=cfg.node_name)
+    core_v1 = load_core_v1(cfg.kubeconfig)
+    return SimulatedSource(
+        read_inventory=lambda: list_gpu_inventory(core_v1, cfg.api_timeout),
+        fetcher=BusyRatioFetcher(cfg.allowed_hosts, cfg.busy_timeout),
+        model=cfg.model,
+    )
+
+
+def build_registry(source: GpuSource) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(GpuCollector(source, on_error=lambda exc: log.error("reading GPUs failed: %s", exc)))
+    return registry
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(argv)
+        source = build_source(cfg)
+    except (ConfigError, SourceUnavailable) as exc:
+        print(f"gpu_exporter: {exc}", file=sys.stderr)
+        return 2
+    registry = build_registry(source)
+    if cfg.once:
+        sys.stdout.write(generate_latest(registry).decode())
+        return 0
+    server, thread = start_http_server(cfg.port, addr=cfg.bind, registry=registry)
+    log.info("serving source=%s on http://%s:%d/metrics", source.name, cfg.bind, cfg.port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.shutdown()
+    thread.join(timeout=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
