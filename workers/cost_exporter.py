@@ -1,0 +1,97 @@
+"""Cost exporter: GPU cost per node and service, budgets, monthly projections and cost per job.
+
+    python -m workers.cost_exporter --config cost-exporter.yml --state-file cost-state.json [--once]
+
+Cost is attributed by request share (see ``workers/cost/model.py``): under time slicing DCGM cannot
+isolate per-pod usage, so usage-based attribution is not possible. Settings and the config file format
+are in ``workers/cost/config.py``; the price table in ``workers/cost/default_prices.yml``.
+SIGHUP (or any change of the config file's mtime) re-reads the config, so budgets change without a
+restart. Month-to-date spend survives restarts in the state file.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+
+from workers.cost.config import CostConfig, ExporterSettings, load_settings
+from workers.cost.exporter import ConfigWatcher, CostCollector, CostExporter
+from workers.cost.jobs import PrometheusJobRates
+from workers.cost.ledger import Ledger, StateFileError
+from workers.gpu.cluster import list_gpu_inventory, load_core_v1
+from workers.gpu.settings import ConfigError
+
+log = logging.getLogger("cost_exporter")
+
+
+def build_exporter(cfg: ExporterSettings) -> CostExporter:
+    watcher = ConfigWatcher(cfg.config_file)
+    ledger = Ledger.load(cfg.state_file)
+    core_v1 = load_core_v1(cfg.kubeconfig)
+
+    read_job_rates = None
+    if cfg.prometheus_url:
+        url = cfg.prometheus_url
+
+        def read_job_rates(config: CostConfig) -> dict[str, float]:
+            return PrometheusJobRates(url, config.jobs_rate_window, cfg.api_timeout).fetch()
+
+    return CostExporter(
+        watcher=watcher,
+        ledger=ledger,
+        read_inventory=lambda: list_gpu_inventory(core_v1, cfg.api_timeout),
+        read_job_rates=read_job_rates,
+        state_file=None if cfg.once else cfg.state_file,
+        max_gap_seconds=cfg.max_gap,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_settings(argv)
+        exporter = build_exporter(cfg)
+    except (ConfigError, StateFileError) as exc:
+        print(f"cost_exporter: {exc}", file=sys.stderr)
+        return 2
+    registry = CollectorRegistry()
+    registry.register(CostCollector(lambda: exporter.published))
+    if cfg.once:
+        exporter.update()
+        sys.stdout.write(generate_latest(registry).decode())
+        return 0
+
+    wake = threading.Event()
+    stop = threading.Event()
+
+    def on_hup(*_: object) -> None:
+        exporter.watcher.request_reload()
+        wake.set()
+
+    def on_stop(*_: object) -> None:
+        stop.set()
+        wake.set()
+
+    signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    exporter.update()
+    server, thread = start_http_server(cfg.port, addr=cfg.bind, registry=registry)
+    log.info("serving on http://%s:%d/metrics, updating every %gs", cfg.bind, cfg.port, cfg.interval)
+    while not stop.is_set():
+        wake.wait(cfg.interval)
+        wake.clear()
+        if not stop.is_set():
+            exporter.update()
+    server.shutdown()
+    thread.join(timeout=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
