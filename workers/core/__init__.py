@@ -1,0 +1,1 @@
+"""Shared plumbing of the worker processes: config from the environment, JSON logs, health and metrics."""

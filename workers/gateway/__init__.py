@@ -1,0 +1,1 @@
+"""The HTTP gateway: accepts STT and TTS jobs, queues them in BullMQ, serves their status and results."""

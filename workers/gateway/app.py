@@ -1,0 +1,207 @@
+"""The gateway's FastAPI application: routes, authentication, rate limiting and validation."""
+
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from faster_whisper.tokenizer import _LANGUAGE_CODES
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from workers.gateway.audio_check import check_audio
+from workers.gateway.backend import JobBackend
+from workers.gateway.body_limit import BodyLimitMiddleware
+from workers.gateway.config import GatewayConfig
+from workers.gateway.errors import ApiError, install_error_handlers, validation_error
+from workers.gateway.keys import ApiKey, ApiKeyStore
+from workers.gateway.metrics import GatewayMetrics, MetricsMiddleware
+from workers.gateway.ratelimit import TokenBuckets
+from workers.gateway.schemas import (
+    ERROR_RESPONSES,
+    STT_UPLOAD_SCHEMA,
+    TTS_BODY_SCHEMA,
+    JobAccepted,
+    JobStatus,
+    TtsRequest,
+)
+from workers.queueing.jobs import new_job_id
+
+log = logging.getLogger(__name__)
+STT_PATH = "/v1/jobs/stt"
+
+
+def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None) -> FastAPI:
+    registry = registry or CollectorRegistry()
+    metrics = GatewayMetrics(registry, sorted(config.queues))
+    keys = ApiKeyStore(config.state_dir)
+    keys.load_or_init(config.api_key_file)
+    buckets = TokenBuckets(config.rate_per_s, config.rate_burst)
+    services = sorted(config.queues)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.backend = JobBackend(config.policy, config.queues)
+        log.info("gateway started", extra={"queues": config.queues, "state_dir": str(config.state_dir)})
+        try:
+            yield
+        finally:
+            await app.state.backend.close()
+
+    app = FastAPI(title="Model gateway", version="1.0.0", lifespan=lifespan,
+                  description="Submit speech-to-text and text-to-speech jobs; poll for their results.")
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit_for=lambda path: config.max_upload_bytes if path == STT_PATH else config.max_json_bytes,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    def backend(request: Request) -> JobBackend:
+        return request.app.state.backend
+
+    def authenticate(request: Request) -> ApiKey:
+        auth = request.headers.get("authorization")
+        presented = request.headers.get("x-api-key")
+        if auth is not None:
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise ApiError(401, "invalid_authorization_header", "Authorization header must be "
+                               "'Bearer <key>'; got scheme " + repr(scheme), {"WWW-Authenticate": "Bearer"})
+            presented = token.strip()
+        if not presented:
+            raise ApiError(401, "missing_api_key", "no API key: send 'Authorization: Bearer <key>' or "
+                           "'X-API-Key: <key>'", {"WWW-Authenticate": "Bearer"})
+        key = keys.verify(presented)
+        if key is None:
+            raise ApiError(401, "invalid_api_key", f"API key {presented[:6]!r}... is not valid",
+                           {"WWW-Authenticate": "Bearer"})
+        wait = buckets.take(key.key_id)
+        if wait > 0:
+            retry = TokenBuckets.retry_after_header(wait)
+            raise ApiError(429, "rate_limited", f"rate limit of {config.rate_per_s:g} requests/s "
+                           f"(burst {config.rate_burst}) exceeded for key {key.key_id}; retry in {retry} s",
+                           {"Retry-After": retry})
+        return key
+
+    Key = Annotated[ApiKey, Depends(authenticate)]
+
+    def accepted(job_id: str, service: str) -> JSONResponse:
+        url = f"/v1/jobs/{job_id}"
+        body = JobAccepted(id=job_id, service=service, status="queued", status_url=url)
+        return JSONResponse(body.model_dump(), status_code=202, headers={"Location": url})
+
+    @app.post(STT_PATH, status_code=202, response_model=JobAccepted, responses=ERROR_RESPONSES,
+              openapi_extra={"requestBody": STT_UPLOAD_SCHEMA}, summary="Submit audio for transcription")
+    async def submit_stt(request: Request, key: Key) -> JSONResponse:
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise ApiError(415, "unsupported_media_type", f"content type {ctype or 'none'!r} is not accepted"
+                           "; "
+                           "send multipart/form-data with the audio in field 'file'")
+        form = await request.form(max_files=1, max_fields=4)
+        upload = form.get("file")
+        if upload is None:
+            raise ApiError(422, "invalid_request", "field 'file' is required (the audio upload); "
+                           f"got fields {sorted(form.keys())}")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, "invalid_request", "field 'file' must be a file upload, got a text value "
+                           f"{str(upload)[:40]!r}")
+        language = form.get("language")
+        if language is not None and (not isinstance(language, str) or language not in _LANGUAGE_CODES):
+            raise ApiError(422, "invalid_request", f"field 'language': {str(language)[:20]!r} is not a "
+                           "supported language code (ISO 639-1, such as 'en', 'de', 'fr')")
+        data = await upload.read()
+        name = upload.filename or "upload"
+        info = await run_in_threadpool(check_audio, data, name, config.max_audio_seconds)
+        job_id = new_job_id("stt")
+        be = backend(request)
+        input_key = await be.store_input("stt", job_id, data)
+        await be.submit("stt", job_id, {"input_key": input_key, "format": info.format, "filename": name,
+                                        "audio_seconds": info.duration_s, "language": language,
+                                        "owner": key.key_id})
+        metrics.submitted.labels("stt").inc()
+        return accepted(job_id, "stt")
+
+    @app.post("/v1/jobs/tts", status_code=202, response_model=JobAccepted, responses=ERROR_RESPONSES,
+              openapi_extra={"requestBody": TTS_BODY_SCHEMA}, summary="Submit text for synthesis")
+    async def submit_tts(request: Request, key: Key) -> JSONResponse:
+        if "tts" not in config.queues:
+            raise ApiError(404, "unknown_service", f"service 'tts' is not configured; services: {services}")
+        raw = await request.body()
+        try:
+            body = TtsRequest.model_validate_json(raw or b"null")
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        text = body.text.strip()
+        if not text:
+            raise ApiError(422, "empty_text", "field 'text' is empty; send 1 to "
+                           f"{config.max_text_chars} characters")
+        if len(text) > config.max_text_chars:
+            raise ApiError(422, "text_too_long", f"field 'text' has {len(text)} characters; the limit is "
+                           f"{config.max_text_chars}")
+        if body.voice not in config.voices:
+            raise ApiError(422, "unknown_voice", f"voice {body.voice[:40]!r} is not available; "
+                           f"voices: {list(config.voices)}")
+        job_id = new_job_id("tts")
+        await backend(request).submit("tts", job_id, {"text": text, "voice": body.voice, "owner": key.key_id})
+        metrics.submitted.labels("tts").inc()
+        return accepted(job_id, "tts")
+
+    @app.post("/v1/jobs/{service}", responses=ERROR_RESPONSES, include_in_schema=False)
+    async def submit_unknown(service: str, key: Key) -> None:
+        raise ApiError(404, "unknown_service", f"service {service[:40]!r} is unknown; services: {services}")
+
+    async def owned_job(request: Request, job_id: str, key: ApiKey) -> Any:
+        view = await backend(request).get(job_id)
+        # Another key's job answers like a missing one: job ids are not proof of access.
+        if view is None or view.owner != key.key_id:
+            raise ApiError(404, "job_not_found", f"job {job_id[:80]!r} was not found (ids look like "
+                           "'stt-<32 hex>'; results are kept for "
+                           f"{config.policy.result_ttl_s} s)")
+        return view
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobStatus, responses=ERROR_RESPONSES, summary="Job status")
+    async def job_status(request: Request, job_id: str, key: Key) -> JobStatus:
+        view = await owned_job(request, job_id, key)
+        result = view.result
+        audio_url = None
+        if isinstance(result, dict) and result.get("audio_key"):
+            result = {k: v for k, v in result.items() if k != "audio_key"}
+            audio_url = f"/v1/jobs/{job_id}/audio"
+        return JobStatus(id=view.id, service=view.service, status=view.state, result=result, error=view.error,
+                         attempts_made=view.attempts_made, timings=view.timings(), audio_url=audio_url)
+
+    @app.get("/v1/jobs/{job_id}/audio", responses={**ERROR_RESPONSES, 200: {"content": {"audio/wav": {}}}},
+             response_class=Response, summary="Synthesized audio of a completed TTS job")
+    async def job_audio(request: Request, job_id: str, key: Key) -> Response:
+        view = await owned_job(request, job_id, key)
+        if view.state != "completed":
+            raise ApiError(404, "audio_not_available", f"job {job_id!r} is {view.state!r}; audio exists "
+                           "only for completed tts jobs")
+        audio = await backend(request).output(view)
+        if audio is None:
+            raise ApiError(404, "audio_not_available", f"job {job_id!r} has no stored audio (not a tts job, "
+                           "or its audio expired)")
+        return Response(audio, media_type="audio/wav")
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: Redis reachable", responses={503: {"model": dict[str, str]}})
+    async def readyz(request: Request) -> JSONResponse:
+        ok = await backend(request).ping()
+        body = {"status": "ready" if ok else "redis unreachable"}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,99 @@
+"""The gateway's side of the queues: submit jobs to BullMQ, read their state and results back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bullmq import Job, Queue
+from redis.asyncio import Redis
+
+from workers.core.common import QueuePolicy
+from workers.queueing.blobs import BlobStore
+from workers.queueing.jobs import job_options, service_of
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    service: str
+    state: str
+    owner: str | None
+    result: Any
+    error: str | None
+    attempts_made: int
+    created_ms: int | None
+    started_ms: int | None
+    finished_ms: int | None
+
+    def timings(self) -> dict[str, float | None]:
+        def secs(later: int | None, earlier: int | None) -> float | None:
+            return None if later is None or earlier is None else round((later - earlier) / 1000, 3)
+
+        return {
+            "created_at_ms": self.created_ms,
+            "started_at_ms": self.started_ms,
+            "finished_at_ms": self.finished_ms,
+            "queue_wait_s": secs(self.started_ms, self.created_ms),
+            "processing_s": secs(self.finished_ms, self.started_ms),
+            "total_s": secs(self.finished_ms, self.created_ms),
+        }
+
+
+def _ms(value: object) -> int | None:
+    try:
+        number = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number or None
+
+
+class JobBackend:
+    def __init__(self, policy: QueuePolicy, queues: dict[str, str]) -> None:
+        self.policy = policy
+        self.redis = Redis.from_url(policy.redis_url)
+        self.queues = {service: Queue(name, policy.connection_opts()) for service, name in queues.items()}
+        self.blobs = {service: BlobStore(self.redis, policy.prefix, name) for service, name in queues.items()}
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except Exception:  # readiness answers "no" on any Redis failure
+            return False
+
+    async def submit(self, service: str, job_id: str, data: dict[str, Any]) -> None:
+        await self.queues[service].add(service, data, job_options(self.policy, job_id))
+
+    async def store_input(self, service: str, job_id: str, data: bytes) -> str:
+        return await self.blobs[service].put(job_id, "input", data, self.policy.input_ttl_s)
+
+    async def get(self, job_id: str) -> JobView | None:
+        service = service_of(job_id)
+        if service not in self.queues:
+            return None
+        queue = self.queues[service]
+        job = await Job.fromId(queue, job_id)
+        if job is None:
+            return None
+        state = await queue.getJobState(job_id)
+        return JobView(
+            id=job_id,
+            service=service,
+            state=state,
+            owner=(job.data or {}).get("owner") if isinstance(job.data, dict) else None,
+            result=job.returnvalue if state == "completed" else None,
+            error=job.failedReason or None,
+            attempts_made=int(job.attemptsMade or 0),
+            created_ms=_ms(job.timestamp),
+            started_ms=_ms(job.processedOn),
+            finished_ms=_ms(job.finishedOn),
+        )
+
+    async def output(self, view: JobView) -> bytes | None:
+        key = (view.result or {}).get("audio_key") if isinstance(view.result, dict) else None
+        return None if not key else await self.blobs[view.service].get(key)
+
+    async def close(self) -> None:
+        for queue in self.queues.values():
+            await queue.close()
+        await self.redis.aclose()

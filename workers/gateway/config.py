@@ -1,0 +1,64 @@
+"""Gateway settings, read from the environment and validated before the server starts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers.core.common import Identity, QueuePolicy
+from workers.core.env import ConfigError, Settings
+from workers.core.queues_setting import parse_queues
+
+
+def _default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "model-gateway")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str
+    port: int
+    state_dir: Path
+    api_key_file: Path
+    queues: dict[str, str]  # service -> queue name
+    policy: QueuePolicy
+    identity: Identity
+    max_upload_bytes: int
+    max_audio_seconds: float
+    max_text_chars: int
+    max_json_bytes: int
+    rate_per_s: float
+    rate_burst: int
+    voices: tuple[str, ...]
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> GatewayConfig:
+        refs = parse_queues(s)
+        queues: dict[str, str] = {}
+        for ref in refs:
+            if ref.service in queues:
+                raise ConfigError("QUEUES", s.text("QUEUES", ""), "at most one queue per service for the "
+                                  f"gateway; {ref.service!r} has {queues[ref.service]!r} and {ref.name!r}")
+            queues[ref.service] = ref.name
+        state_dir = Path(s.text("GATEWAY_STATE_DIR", _default_state_dir()))
+        if state_dir.exists() and not state_dir.is_dir():
+            raise ConfigError("GATEWAY_STATE_DIR", str(state_dir),
+                              "a directory (or a path where one can be made)")
+        return cls(
+            host=s.text("GATEWAY_HOST", "127.0.0.1"),
+            port=s.port("GATEWAY_PORT", 8080),
+            state_dir=state_dir,
+            api_key_file=Path(s.text("GATEWAY_API_KEY_FILE", str(state_dir / "first-api-key"))),
+            queues=queues,
+            policy=QueuePolicy.from_settings(s),
+            identity=Identity.from_settings(s),
+            max_upload_bytes=s.integer("GATEWAY_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, 1024, 1024**3),
+            max_audio_seconds=s.number("GATEWAY_MAX_AUDIO_SECONDS", 300.0, 1.0, 86400.0),
+            max_text_chars=s.integer("GATEWAY_MAX_TEXT_CHARS", 1000, 1, 1_000_000),
+            max_json_bytes=s.integer("GATEWAY_MAX_JSON_BYTES", 64 * 1024, 1024, 64 * 1024 * 1024),
+            rate_per_s=s.number("GATEWAY_RATE_LIMIT_PER_S", 20.0, 0.01, 1e6),
+            rate_burst=s.integer("GATEWAY_RATE_LIMIT_BURST", 40, 1, 10**7),
+            voices=tuple(s.name_list("TTS_VOICES", "default")),
+        )

@@ -1,0 +1,76 @@
+"""Request and response bodies of the gateway API (they also make up the served OpenAPI spec)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, StrictStr
+
+
+class TtsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr
+    voice: StrictStr = "default"
+
+
+class JobAccepted(BaseModel):
+    id: str
+    service: str
+    status: str
+    status_url: str
+
+
+class JobStatus(BaseModel):
+    id: str
+    service: str
+    status: str
+    result: Any = None
+    error: str | None = None
+    attempts_made: int
+    timings: dict[str, float | int | None]
+    audio_url: str | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+STT_UPLOAD_SCHEMA: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary",
+                             "description": "WAV, FLAC, MP3 or OGG audio (detected from content)"},
+                    "language": {"type": "string", "description": "ISO 639-1 code; detected if omitted"},
+                },
+            }
+        }
+    },
+}
+
+TTS_BODY_SCHEMA: dict[str, Any] = {
+    "required": True,
+    "content": {"application/json": {"schema": TtsRequest.model_json_schema()}},
+}
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        401: "missing or invalid API key",
+        404: "unknown service or job",
+        413: "upload or audio too large",
+        415: "unsupported audio format",
+        422: "invalid request",
+        429: "rate limited (see Retry-After)",
+    }.items()
+}

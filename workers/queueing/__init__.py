@@ -1,0 +1,1 @@
+"""BullMQ job conventions shared by the gateway (producer) and the workers (consumers)."""

@@ -1,0 +1,1 @@
+"""Text-to-speech backends (piper, coqui) behind one interface."""

@@ -1,0 +1,1 @@
+"""The model worker process: BullMQ consumer, batching, metrics, health and graceful shutdown."""
