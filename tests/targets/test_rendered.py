@@ -1,0 +1,106 @@
+"""What each target's roles would send, rendered from its inventory, checked against the inventory."""
+
+import yaml
+
+from conftest import TARGETS
+
+
+def test_every_target_renders_objects(rendered):
+    for target in TARGETS:
+        kinds = {o["kind"] for o in rendered[target]["objects"]}
+        assert "Namespace" in kinds, target
+
+
+def test_gke_node_pools_carry_native_time_sharing_spot_and_driver(rendered):
+    r = rendered["gke"]
+    assert len(r["gke_node_pools"]) == len(r["node_pools"])
+    for pool, body in zip(r["node_pools"], r["gke_node_pools"]):
+        acc = body["config"]["accelerators"][0]
+        assert body["name"] == pool["name"]
+        assert acc["acceleratorType"] == pool["accelerator_type"]
+        assert int(acc["acceleratorCount"]) == pool["gpus_per_node"]
+        assert acc["gpuSharingConfig"] == {
+            "gpuSharingStrategy": "TIME_SHARING",
+            "maxSharedClientsPerGpu": str(pool["time_slicing_replicas"]),
+        }
+        assert acc["gpuDriverInstallationConfig"]["gpuDriverVersion"] == "DEFAULT"
+        assert body["config"]["spot"] is pool.get("spot", False)
+        assert body["config"]["machineType"] == pool["instance_type"]
+        assert body["autoscaling"] == {
+            "enabled": True,
+            "minNodeCount": pool.get("min_nodes", pool["node_count"]),
+            "maxNodeCount": pool.get("max_nodes", pool["node_count"]),
+        }
+        assert body["initialNodeCount"] == pool["node_count"]
+
+
+def test_gke_uses_its_own_device_plugin_and_no_configmap(rendered):
+    r = rendered["gke"]
+    values = r["gpu_operator_values"]
+    assert values["driver"]["enabled"] is False, "GKE installs the driver"
+    assert values["devicePlugin"]["enabled"] is False, "GKE's device plugin advertises nvidia.com/gpu"
+    assert values["hostPaths"]["driverInstallDir"] == "/home/kubernetes/bin/nvidia"
+    assert values["cdi"] == {"enabled": True, "default": True}
+    assert not [o for o in r["objects"] if o["kind"] == "ConfigMap"], "native sharing needs no device plugin config"
+    quota = [o for o in r["objects"] if o["kind"] == "ResourceQuota"]
+    assert quota and quota[0]["spec"]["scopeSelector"]["matchExpressions"][0]["values"] == [
+        "system-node-critical", "system-cluster-critical"]
+
+
+def test_eks_node_groups_use_gpu_amis_spot_and_taint(rendered):
+    r = rendered["eks"]
+    groups = {g["nodegroupName"]: g for g in r["eks_nodegroups"]}
+    assert groups["system"]["amiType"] == "AL2023_x86_64_STANDARD"
+    assert "taints" not in groups["system"]
+    for pool in r["node_pools"]:
+        g = groups[pool["name"]]
+        assert g["amiType"] == pool.get("ami_type", "AL2023_x86_64_NVIDIA")
+        assert g["capacityType"] == ("SPOT" if pool.get("spot") else "ON_DEMAND")
+        assert g["instanceTypes"] == [pool["instance_type"]]
+        assert g["scalingConfig"] == {"minSize": pool.get("min_nodes", pool["node_count"]),
+                                      "maxSize": pool.get("max_nodes", pool["node_count"]),
+                                      "desiredSize": pool["node_count"]}
+        assert g["labels"]["nvidia.com/device-plugin.config"] == pool["name"]
+        assert g["taints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}]
+
+
+def test_eks_keeps_the_ami_driver_and_toolkit(rendered):
+    values = rendered["eks"]["gpu_operator_values"]
+    assert values["driver"]["enabled"] is False
+    assert values["toolkit"]["enabled"] is False
+    assert values["devicePlugin"]["enabled"] is True
+
+
+def test_self_managed_gets_driver_and_toolkit_from_the_operator(rendered):
+    values = rendered["self_managed"]["gpu_operator_values"]
+    assert values["driver"]["enabled"] is True
+    assert values["toolkit"]["enabled"] is True
+
+
+def test_dcgm_exporter_and_its_service_monitor_on_every_cluster_target(rendered):
+    for target in TARGETS:
+        dcgm = rendered[target]["gpu_operator_values"]["dcgmExporter"]
+        assert dcgm["enabled"] is True and dcgm["serviceMonitor"]["enabled"] is True, target
+
+
+def test_time_slicing_config_has_each_pools_replicas(rendered):
+    for target in ("eks", "self_managed"):
+        r = rendered[target]
+        values = r["gpu_operator_values"]["devicePlugin"]["config"]
+        cm = [o for o in r["objects"] if o["kind"] == "ConfigMap"]
+        assert len(cm) == 1, target
+        assert cm[0]["metadata"]["name"] == values["name"]
+        assert values["default"] in cm[0]["data"]
+        for pool in r["node_pools"]:
+            config = yaml.safe_load(cm[0]["data"][pool["name"]])
+            assert config["version"] == "v1"
+            assert config["sharing"]["timeSlicing"]["resources"] == [
+                {"name": "nvidia.com/gpu", "replicas": pool["time_slicing_replicas"]}]
+
+
+def test_self_managed_nodes_are_labelled_and_tainted(rendered):
+    nodes = rendered["self_managed"]["nodes"]
+    assert [n["metadata"]["name"] for n in nodes] == ["gpu-node-1", "gpu-node-2"]
+    for node in nodes:
+        assert node["metadata"]["labels"]["nvidia.com/device-plugin.config"] == "gpu-a10"
+        assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in node["spec"]["taints"]
