@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
-from conftest import HERE, PROFILES
 
 from workers.cost.config import parse_cost_config
 from workers.cost.pricing import load_default_prices
@@ -23,6 +23,8 @@ SERVICE_ALERTS = {
     "ExporterSourceFailing",
 }
 RULE_FILES = ("cost-alerts.rules.yml", "service-alerts.rules.yml")
+PROFILES = ("standard", "fast")  # rendered by the session fixture in conftest.py
+HERE = Path(__file__).resolve().parent
 
 
 def alerts(rendered, profile, name):
