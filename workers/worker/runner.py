@@ -68,18 +68,20 @@ class WorkerProcess:
         self.metrics.audio_seconds.labels(self.config.service).inc(audio)
         result["timings"] = {"queue_wait_s": round(max(0.0, started - job.timestamp / 1000), 3),
                              "processing_s": round(time.time() - started, 3), "worker": self.worker_name}
-        log.info("job done", extra={"job_id": job.id, "audio_seconds": round(audio, 3),
-                                    "processing_s": result["timings"]["processing_s"]})
         return result
 
     @property
     def worker_name(self) -> str:
         return self.config.identity.pod_name or f"{socket.gethostname()}:{os.getpid()}"
 
-    def _on_completed(self, job: Job, _result: Any) -> None:
+    def _on_completed(self, job: Job, result: Any) -> None:
         if self.worker is not None and self.worker.forceClosing:
             return
         self.metrics.job_finished("completed")
+        # Logged here, after BullMQ recorded the completion under this worker's lock, not when the model
+        # finished: a worker that lost its lock finishes the model call but does not complete the job.
+        timings = result.get("timings", {}) if isinstance(result, dict) else {}
+        log.info("job completed", extra={"job_id": job.id, **timings})
         task = asyncio.ensure_future(self._cleanup(job))
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
@@ -163,7 +165,7 @@ class WorkerProcess:
             self.worker.on("error", self._on_error)
             self.ready = True
             self.metrics.ready.labels(self.config.service).set(1)
-            log.info("ready: consuming", extra={"queue": self.config.queue_name,
+            log.info("ready: consuming", extra={"queue": self.config.queue_name, "worker_id": self.worker.id,
                                                 "concurrency": self.engine.max_batch})
             await self.worker.run()
             if self._shutdown_task is not None:
