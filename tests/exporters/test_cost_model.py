@@ -127,6 +127,10 @@ def test_service_without_pods_costs_zero_and_unpriced_nodes_are_listed():
     pods = [gpu_pod("stt-a-1", "weird-0")]
     snap = compute_costs(build_inventory(nodes, pods), TABLE, (STT, TTS), "app.kubernetes.io/name")
     assert snap.unpriced_nodes == ("weird-0",)
+    assert snap.problems == (
+        "node weird-0: instance type 'x9.huge' is not in the price table; "
+        "add it to cost_tracking_price_overrides",
+    )
     assert snap.services["stt"].cost_per_hour == 0.0
     assert snap.services["tts"].cost_per_hour == 0.0
 

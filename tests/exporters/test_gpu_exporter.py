@@ -117,6 +117,21 @@ def test_simulated_source_through_a_real_registry(worker_endpoint):
     assert samples(scraped, "gpu_exporter_busy_ratio_unavailable") == [({"source": "simulated"}, 1.0)]
 
 
+def test_a_missing_busy_ratio_is_logged_once_not_on_every_scrape(caplog):
+    nodes = [gpu_node("gpu-l4-0")]
+    pods = [gpu_pod("stt-a-1", "gpu-l4-0")]
+    source = SimulatedSource(
+        lambda: build_inventory(nodes, pods), BusyRatioFetcher(timeout=2), SimulationModel()
+    )
+    with caplog.at_level("WARNING", logger="workers.gpu.sources"):
+        for _ in range(3):
+            assert source.read().busy_unavailable == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "busy ratio of pod model-serving/stt-a-1 unavailable, counted as idle: "
+        "no harness.local/metrics-url annotation"
+    ]
+
+
 class _FailingSource(GpuSource):
     name = "simulated"
 

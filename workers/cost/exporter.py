@@ -122,6 +122,7 @@ class CostExporter:
         self._max_gap = max_gap_seconds
         self._clock = clock
         self._lock = threading.Lock()
+        self._reported: set[str] = set()
         self.published = self._publish(None, None, None, cluster_ok=False)
 
     def _publish(
@@ -165,6 +166,9 @@ class CostExporter:
                 )
                 return self.published
             snapshot = compute_costs(inventory, cfg.prices, cfg.services, cfg.service_label)
+            for problem in set(snapshot.problems) - self._reported:
+                log.warning("%s", problem)  # once when it appears, not on every update
+            self._reported = set(snapshot.problems)
             rates: dict[str, float] | None = None
             prometheus_ok: bool | None = None
             if self._read_job_rates is not None:

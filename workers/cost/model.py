@@ -13,15 +13,12 @@ which is also how the cloud bills the node.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from workers.cost.config import ServiceConfig
 from workers.cost.pricing import NodePrice, PriceTable, UnpricedNode, price_node
 from workers.gpu.cluster import GpuInventory
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +38,8 @@ class CostSnapshot:
     unpriced_nodes: tuple[str, ...]
     # Running GPU pods on priced nodes that belong to no configured service.
     unattributed_pods: int
+    # Why nodes are unpriced, for the log.
+    problems: tuple[str, ...] = ()
 
 
 def compute_costs(
@@ -48,12 +47,13 @@ def compute_costs(
 ) -> CostSnapshot:
     prices: dict[str, NodePrice] = {}
     unpriced: list[str] = []
+    problems: list[str] = []
     for node in inventory.nodes:
         try:
             prices[node.name] = price_node(table, node)
         except UnpricedNode as exc:
             unpriced.append(node.name)
-            log.warning("%s", exc)
+            problems.append(str(exc))
     by_key = {(s.namespace, s.name): s for s in services}
     cost: dict[str, float] = defaultdict(float)
     pods: dict[str, int] = defaultdict(int)
@@ -80,6 +80,7 @@ def compute_costs(
         },
         unpriced_nodes=tuple(unpriced),
         unattributed_pods=unattributed,
+        problems=tuple(problems),
     )
 
 

@@ -31,23 +31,32 @@ class SimulatedSource(GpuSource):
         self._read_inventory = read_inventory
         self._fetcher = fetcher
         self._model = model
+        # Problems already logged: each is logged when it appears, not on every scrape.
+        self._reported: set[str] = set()
+
+    def _report(self, problems: list[str]) -> None:
+        for problem in problems:
+            if problem not in self._reported:
+                log.warning("%s", problem)
+        self._reported = set(problems)
 
     def read(self) -> SourceResult:
         inventory = self._read_inventory()
         on_gpu_nodes = {n.name for n in inventory.nodes}
         pods = [p for p in inventory.pods if p.node in on_gpu_nodes]
         busy = self._fetcher.fetch(pods)
-        for (ns, pod), error in sorted(busy.errors.items()):
-            log.warning("busy ratio of pod %s/%s unavailable, counted as idle: %s", ns, pod, error)
         readings, unplaced = simulate(inventory, busy.ratios, self._model)
-        for pod, container in unplaced:
-            log.warning(
-                "pod %s/%s container %s requests more GPU slots than node %s has left; not placed",
-                pod.namespace,
-                pod.name,
-                container,
-                pod.node,
-            )
+        self._report(
+            [
+                f"busy ratio of pod {ns}/{pod} unavailable, counted as idle: {error}"
+                for (ns, pod), error in sorted(busy.errors.items())
+            ]
+            + [
+                f"pod {pod.namespace}/{pod.name} container {container} requests more GPU slots than node "
+                f"{pod.node} has left; not placed"
+                for pod, container in unplaced
+            ]
+        )
         return SourceResult(readings, busy_unavailable=len(busy.errors))
 
 
