@@ -1,0 +1,53 @@
+"""The time-slicing check (roles/time_slicing/tasks/verify.yml) on the local target: it passes on the simulated GPU
+nodes local_cluster made, and fails naming the node, the expected and the actual capacity when capacity is altered."""
+
+import uuid
+
+import pytest
+
+from conftest import ansible_playbook, clean_env
+
+PLAYBOOK = "tests/targets/verify_time_slicing.yml"
+
+
+def test_check_passes_on_the_local_target(kubeconfig, tmp_path):
+    r = ansible_playbook("-i", "inventories/local", PLAYBOOK, "-e", f"harness_kubeconfig={kubeconfig}", env=clean_env(tmp_path))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    assert "Placement probe:" in out and "Pending with Insufficient nvidia.com/gpu" in out, out[-4000:]
+    # The probe is created and deleted within the run: no change reported.
+    assert "changed=0" in out, out[-2000:]
+
+
+@pytest.fixture
+def broken_node(kubeconfig):
+    """A GPU-labelled node whose nvidia.com/gpu capacity (3) is not count x replicas (1 x 4), selected by a label only
+    it carries so the rest of the cluster is not involved. No kwok annotation: no controller adopts it."""
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+    tag = uuid.uuid4().hex[:8]
+    name = f"ts-broken-{tag}"
+    api.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {
+        "gpu-serving-harness/test-broken": tag, "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.count": "1", "nvidia.com/gpu.replicas": "4"}},
+        "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]}})
+    try:
+        api.patch_node_status(name, {"status": {"capacity": {"nvidia.com/gpu": "3", "cpu": "8", "memory": "32Gi",
+                                                             "pods": "110"},
+                                                "allocatable": {"nvidia.com/gpu": "3", "cpu": "8", "memory": "32Gi",
+                                                                "pods": "110"}}})
+        yield name, f"gpu-serving-harness/test-broken={tag}"
+    finally:
+        api.delete_node(name)
+
+
+def test_check_fails_clearly_when_capacity_is_altered(broken_node, kubeconfig, tmp_path):
+    name, selector = broken_node
+    r = ansible_playbook("-i", "inventories/local", PLAYBOOK, "-e", f"time_slicing_verify_node_selector={selector}",
+                         "-e", f"harness_kubeconfig={kubeconfig}", env=clean_env(tmp_path))
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode != 0, out[-3000:]
+    assert (f"Node {name}: nvidia.com/gpu capacity is 3, expected 4 (nvidia.com/gpu.count=1 x nvidia.com/gpu.replicas=4)"
+            in out), out[-3000:]
+    assert "Traceback" not in out
