@@ -74,10 +74,11 @@ class QueueCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily("redis_queue_exporter_up", "1 if the last scrape read every queue from Redis")
+        future = asyncio.run_coroutine_threadsafe(self.reader.read(), self.loop)
         try:
-            future = asyncio.run_coroutine_threadsafe(self.reader.read(), self.loop)
             counts = future.result(timeout=self.config.timeout_s)
-        except Exception as exc:  # any Redis failure: report down, export no stale counts
+        except Exception as exc:  # any Redis failure or timeout: report down, export no stale counts
+            future.cancel()
             log.warning("reading queue counts failed", extra={"error": str(exc)[:300]})
             self.last_ok = False
             up.add_metric([], 0)

@@ -26,5 +26,5 @@ class ExporterConfig:
             queues=parse_queues(s),
             metrics=MetricsEndpoint.from_settings(s, 9121),
             identity=Identity.from_settings(s),
-            timeout_s=s.number("EXPORTER_TIMEOUT_S", 5.0, 0.1, 60.0),
+            timeout_s=s.number("EXPORTER_TIMEOUT_S", 3.0, 0.1, 60.0),
         )
