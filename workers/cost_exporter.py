@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import threading
+import time
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
@@ -24,6 +24,7 @@ from workers.cost.exporter import ConfigWatcher, CostCollector, CostExporter
 from workers.cost.jobs import PrometheusJobRates
 from workers.cost.ledger import Ledger, StateFileError
 from workers.gpu.cluster import list_gpu_inventory, load_core_v1
+from workers.gpu.serve import STOP_SIGNALS, block_handled_signals, wait_for_signal
 from workers.gpu.settings import ConfigError
 
 log = logging.getLogger("cost_exporter")
@@ -66,28 +67,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(generate_latest(registry).decode())
         return 0
 
-    wake = threading.Event()
-    stop = threading.Event()
-
-    def on_hup(*_: object) -> None:
-        exporter.watcher.request_reload()
-        wake.set()
-
-    def on_stop(*_: object) -> None:
-        stop.set()
-        wake.set()
-
-    signal.signal(signal.SIGHUP, on_hup)
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
+    # Before the server starts its threads, which inherit the mask (see workers/gpu/serve.py).
+    block_handled_signals()
     exporter.update()
     server, thread = start_http_server(cfg.port, addr=cfg.bind, registry=registry)
     log.info("serving on http://%s:%d/metrics, updating every %gs", cfg.bind, cfg.port, cfg.interval)
-    while not stop.is_set():
-        wake.wait(cfg.interval)
-        wake.clear()
-        if not stop.is_set():
-            exporter.update()
+    next_update = time.monotonic() + cfg.interval
+    while (sig := wait_for_signal(next_update - time.monotonic())) not in STOP_SIGNALS:
+        if sig == signal.SIGHUP:
+            exporter.watcher.request_reload()
+        exporter.update()
+        next_update = time.monotonic() + cfg.interval
     server.shutdown()
     thread.join(timeout=5)
     return 0

@@ -9,9 +9,7 @@ for the simulation model. Binds 127.0.0.1 by default; ``--once`` prints the expo
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
@@ -20,6 +18,7 @@ from workers.gpu.busy import BusyRatioFetcher
 from workers.gpu.cluster import list_gpu_inventory, load_core_v1
 from workers.gpu.config import GpuExporterConfig, load_config
 from workers.gpu.readings import GpuCollector, GpuSource
+from workers.gpu.serve import STOP_SIGNALS, block_handled_signals, wait_for_signal
 from workers.gpu.settings import ConfigError
 from workers.gpu.sources import NvmlSource, SimulatedSource, SourceUnavailable
 
@@ -55,12 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.once:
         sys.stdout.write(generate_latest(registry).decode())
         return 0
+    # Before the server starts its threads, which inherit the mask (see workers/gpu/serve.py).
+    block_handled_signals()
     server, thread = start_http_server(cfg.port, addr=cfg.bind, registry=registry)
     log.info("serving source=%s on http://%s:%d/metrics", source.name, cfg.bind, cfg.port)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    while wait_for_signal() not in STOP_SIGNALS:
+        pass  # SIGHUP: nothing to reload, every scrape reads the source afresh
     server.shutdown()
     thread.join(timeout=5)
     return 0

@@ -3,9 +3,12 @@ the real collector in a fresh registry, configuration errors, and the NVML sourc
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -198,6 +201,45 @@ def test_once_with_unreachable_apiserver_prints_health_zero(tmp_path, repo_root)
     assert 'gpu_exporter_read_success{source="simulated"} 0.0' in proc.stdout
     assert "DCGM_FI_DEV_GPU_UTIL{" not in proc.stdout
     assert "reading GPUs failed" in proc.stderr
+
+
+def test_serves_on_loopback_and_stops_cleanly_on_sigterm(tmp_path, repo_root):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:9', insecure-skip-tls-verify: true}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"KUBECONFIG": str(kubeconfig), "METRICS_PORT": str(port), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.gpu_exporter", "--api-timeout", "1"],
+        cwd=repo_root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        body = ""
+        deadline = time.monotonic() + 30
+        while "gpu_exporter_read_success" not in body and time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            except OSError:
+                continue
+        assert 'gpu_exporter_read_success{source="simulated"} 0.0' in body
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert f"serving source=simulated on http://127.0.0.1:{port}/metrics" in out
 
 
 def _nvml_available() -> bool:
