@@ -177,3 +177,19 @@ def test_readyz_is_503_when_redis_is_unreachable(tmp_path: Path, prefix: str) ->
     with TestClient(create_app(config, CollectorRegistry())) as client:
         response = client.get("/readyz")
     assert response.status_code == 503 and response.json()["status"] == "redis unreachable"
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG", "MP3"])
+def test_each_accepted_audio_format_is_detected_and_queued(gateway, audio: Audio, redis_client,
+                                                           fmt: str) -> None:
+    from gateway_cases import encode
+
+    client, key, config = gateway
+    upload = encode(audio.samples, audio.rate, fmt)
+    files = {"file": ("upload.bin", upload)}
+    response = client.post("/v1/jobs/stt", files=files, headers={"X-API-Key": key})
+    assert response.status_code == 202, response.text
+    job_hash = redis_client.hgetall(f"{config.policy.prefix}:stt:{response.json()['id']}")
+    data = json.loads(job_hash[b"data"])
+    assert data["format"] == fmt  # detected from the bytes: the file name says nothing
+    assert data["audio_seconds"] == pytest.approx(len(audio.samples) / audio.rate, abs=0.1)

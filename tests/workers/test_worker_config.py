@@ -73,8 +73,9 @@ def test_stt_settings_and_defaults() -> None:
     assert config.stt.device == "cpu" and config.stt.compute_type == "int8"
     assert Path(config.stt.model, "model.bin").is_file()  # the bundled tiny.en model
     assert config.queue_name == "stt" and config.metrics.host == "127.0.0.1"
+    assert worker({}, "stt").stt.batch_size == 1
     gpu = worker({"STT_DEVICE": "cuda"}, "stt")
-    assert gpu.stt is not None and gpu.stt.compute_type == "float16"
+    assert gpu.stt is not None and gpu.stt.compute_type == "float16" and gpu.stt.batch_size == 8
     with pytest.raises(ConfigError, match="STT_COMPUTE_TYPE='int3'"):
         worker({"STT_COMPUTE_TYPE": "int3"}, "stt")
 

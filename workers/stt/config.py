@@ -52,7 +52,9 @@ class SttConfig:
             model=_check_model(s.text("STT_MODEL", "") or default_model()),
             device=device,
             compute_type=compute,
-            batch_size=s.integer("STT_BATCH_SIZE", 4, 1, 64),
+            # Batching pays on GPUs; on CPU every 30-s window costs the same either way, and measured
+            # throughput was lower batched (docs/performance.md), so CPU defaults to one clip per call.
+            batch_size=s.integer("STT_BATCH_SIZE", 1 if device == "cpu" else 8, 1, 64),
             batch_wait_ms=s.integer("STT_BATCH_WAIT_MS", 20, 0, 10_000),
             cpu_threads=s.integer("STT_CPU_THREADS", 0, 0, 256),
             beam_size=s.integer("STT_BEAM_SIZE", 1, 1, 16),
