@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from kubernetes.client import V1ObjectMeta, V1Pod, V1PodSpec
 from pod_runner_testlib import REPO
 
 from workers.core.env import ConfigError, Settings
 from workers.pod_runner.config import PortRange, RunnerConfig
 from workers.pod_runner.file_sd import FileSdWriter, Target
+from workers.pod_runner.podspec import grace_seconds
 from workers.pod_runner.processes import PortPool
 
 
@@ -94,3 +96,15 @@ def test_file_sd_is_replaced_whole_and_only_on_change(tmp_path: Path) -> None:
     assert writer.write([])
     assert json.loads(path.read_text()) == [] and path.stat().st_ino != inode
     assert [p.name for p in path.parent.iterdir()] == ["workers.json"]
+
+
+@pytest.mark.parametrize(("deletion", "spec", "expected"), [
+    (None, 12, 12),  # not terminating: the spec's
+    (5, 12, 5),  # kubectl delete --grace-period=5
+    (0, 12, 12),  # kwok's own immediate removal must not cut the worker's grace short
+    (None, None, 30),  # Kubernetes' default
+])
+def test_grace_period(deletion: int | None, spec: int | None, expected: int) -> None:
+    pod = V1Pod(metadata=V1ObjectMeta(name="p", deletion_grace_period_seconds=deletion),
+                spec=V1PodSpec(containers=[], termination_grace_period_seconds=spec))
+    assert grace_seconds(pod) == expected

@@ -155,6 +155,13 @@ def _kill_workers_of(markers: Path) -> None:
                 proc.kill()
 
 
+def proc_usage(pid: int) -> tuple[float, int]:
+    """(utime + stime in seconds, RSS in bytes) of one process, read here from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    return cpu, int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def _scale_up(cluster: Cluster, runner: RunnerProcess, state: Path, markers: Path) -> None:
     assert read_file_sd(state / "file_sd.json") == []
     cluster.scale(3)
@@ -190,12 +197,22 @@ def _scale_up(cluster: Cluster, runner: RunnerProcess, state: Path, markers: Pat
     samples = wait_for(usage_ready, 20, "per-pod CPU readings above zero")
     assert sample(samples, "pod_runner_processes") == 3
     assert sample(samples, "pod_runner_starts_total") == 3
-    for pod in procs:
+    # The readings are the processes' own: bracketed by /proc read just before and just after a scrape.
+    for pod, (pid, _) in procs.items():
+        before, rss_before = proc_usage(pid)
+        samples = scrape(runner.metrics_port)
+        after, rss_after = proc_usage(pid)
+        cpu = sample(samples, "container_cpu_usage_seconds_total", pod=pod, source="host-process")
         rss = sample(samples, "container_memory_working_set_bytes", pod=pod, source="host-process")
-        assert rss is not None and rss > 5_000_000, f"{pod} RSS {rss}"
+        assert before - 0.011 <= cpu <= after + 0.011, (before, cpu, after)
+        assert 0.8 * min(rss_before, rss_after) <= rss <= 1.2 * max(rss_before, rss_after), (rss_before, rss)
     for node in set(nodes.values()):
-        assert sample(samples, "node_cpu_usage_seconds_total", node=node, source="host-process") > 0
-        assert sample(samples, "node_memory_working_set_bytes", node=node, source="host-process") > 0
+        on_node = [p for p in procs if nodes[p] == node]
+        pod_cpu = sum(sample(samples, "container_cpu_usage_seconds_total", pod=p) for p in on_node)
+        pod_rss = sum(sample(samples, "container_memory_working_set_bytes", pod=p) for p in on_node)
+        assert sample(samples, "node_cpu_usage_seconds_total", node=node, source="host-process") == \
+            pytest.approx(pod_cpu)
+        assert sample(samples, "node_memory_working_set_bytes", node=node, source="host-process") == pod_rss
     assert len(runner.events("start")) == 3
 
 
@@ -242,6 +259,8 @@ def _runner_crash(cluster: Cluster, runner: RunnerProcess, kubeconfig: Path, nam
     runner.proc.kill()
     runner.proc.wait(timeout=10)
     assert pid_alive(old_pid), "workers run in their own session and outlive a killed runner"
+    # Without its process file, the pod's host-pid annotation alone must lead to the stale worker.
+    (state / "processes.json").unlink()
     second = start_runner(kubeconfig, namespace, state)
     stale = [line for line in second.log_lines() if line.get("event") == "stale"]
     assert [s["pid"] for s in stale] == [old_pid], stale

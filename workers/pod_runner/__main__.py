@@ -42,12 +42,13 @@ def main() -> int:
     metrics.watch_table(table, lambda: set(runner.nodes))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: runner.request_stop())
-    runner.clean_stale()
+    # Bound before anything is stopped or started, so a taken port fails the start cleanly.
     server = HealthServer(config.metrics_host, config.metrics_port, metrics.registry,
                           alive=lambda: time.monotonic() - runner.last_tick < _STALL_S,
                           ready=lambda: runner.cache.synced)
     server.start()
     try:
+        runner.clean_stale()
         return runner.run()
     finally:
         server.stop()

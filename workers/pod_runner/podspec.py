@@ -46,9 +46,14 @@ class Launch:
 
 
 def grace_seconds(pod: V1Pod) -> int:
-    """The grace period a stop gets: the deletion's own when the pod is terminating, else the spec's."""
-    if pod.metadata.deletion_grace_period_seconds is not None:
-        return int(pod.metadata.deletion_grace_period_seconds)
+    """The grace period a stop gets: a deletion's own (``--grace-period=N``) when it set one, else the spec's.
+
+    A deletion grace of 0 is not taken at its word: kwok deletes every terminating pod at once with grace 0
+    (it plays a kubelet that has already finished), which would otherwise kill workers mid-job.
+    """
+    deletion = pod.metadata.deletion_grace_period_seconds
+    if deletion is not None and deletion > 0:
+        return int(deletion)
     if pod.spec.termination_grace_period_seconds is not None:
         return int(pod.spec.termination_grace_period_seconds)
     return DEFAULT_GRACE_S
