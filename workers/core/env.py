@@ -104,7 +104,9 @@ class Settings:
         value = self.text(name, default)
         parts = urlsplit(value)
         if parts.scheme not in ("redis", "rediss", "unix") or (parts.scheme != "unix" and not parts.hostname):
-            raise ConfigError(name, value,
+            # The URL may carry a password: the error names the variable but shows it redacted.
+            shown = value if parts.password is None else value.replace(parts.password, "***")
+            raise ConfigError(name, shown,
                               "a URL like redis://127.0.0.1:6379/0 (schemes redis, rediss, unix)")
         return value
 
