@@ -31,7 +31,7 @@ eval "$("$venv/bin/python" - "$here/roles/local_cluster/defaults/main.yml" <<'PY
 import sys, yaml
 d = yaml.safe_load(open(sys.argv[1]))
 for env, key in [("K8S_VERSION", "kubernetes"), ("ETCD_VERSION", "etcd"), ("KWOK_VERSION", "kwok"),
-                 ("ADAPTER_VERSION", "prometheus_adapter")]:
+                 ("ADAPTER_VERSION", "prometheus_adapter"), ("KSM_VERSION", "kube_state_metrics")]:
     print(f"export {env}={d[f'local_cluster_{key}_version']}")
 PY
 )"

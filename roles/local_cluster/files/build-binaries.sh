@@ -5,7 +5,7 @@
 # real kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok/kwokctl and
 # prometheus-adapter are compiled once and cached, keyed by version. A warm run only checks stamps.
 #
-# Inputs (environment): K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION HARNESS_CACHE
+# Inputs (environment): K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION KSM_VERSION HARNESS_CACHE
 # Output: $HARNESS_CACHE/bin/<component>-<version>/<binaries> and a .stamp file in each directory.
 # Progress goes to stdout, one line per step with elapsed seconds; exit code is non-zero on failure.
 set -euo pipefail
@@ -14,6 +14,7 @@ set -euo pipefail
 : "${ETCD_VERSION:?ETCD_VERSION is required, e.g. 3.6.16}"
 : "${KWOK_VERSION:?KWOK_VERSION is required, e.g. 0.8.0}"
 : "${ADAPTER_VERSION:?ADAPTER_VERSION is required, e.g. 0.12.0}"
+: "${KSM_VERSION:?KSM_VERSION is required, e.g. 2.16.0}"
 : "${HARNESS_CACHE:?HARNESS_CACHE is required}"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -92,20 +93,21 @@ build_etcd() {
   finish "$out" "etcd v$ETCD_VERSION" "$t"
 }
 
-build_adapter() {
-  local out="$BIN/prometheus-adapter-v$ADAPTER_VERSION" t=$SECONDS
-  if built "$out"; then log "prometheus-adapter v$ADAPTER_VERSION cached in $out"; return; fi
-  # `go install ...@v` asks the proxy for the module's version list (deprecation check), which the
-  # proxy refuses for this module here; building it as a dependency of a throwaway module does not.
-  local mod="$WORK/prometheus-adapter-v$ADAPTER_VERSION"
+# Build one command of a module as a dependency of a throwaway module. `go install ...@v` asks the proxy
+# for the module's version list (a deprecation check), which the proxy refuses for some modules here.
+build_as_dependency() {  # name version module package binary ldflags
+  local name=$1 version=$2 module=$3 package=$4 binary=$5 ldflags=$6
+  local out="$BIN/$name-v$version" t=$SECONDS
+  if built "$out"; then log "$name v$version cached in $out"; return; fi
+  local mod="$WORK/$name-v$version"
   rm -rf "$mod" && mkdir -p "$mod" && cd "$mod"
-  go mod init local/adapterbuild >/dev/null 2>&1
-  log "prometheus-adapter v$ADAPTER_VERSION: resolving and compiling"
-  quiet go get sigs.k8s.io/prometheus-adapter/cmd/adapter@"v$ADAPTER_VERSION"
+  go mod init "local/$name-build" >/dev/null 2>&1
+  log "$name v$version: resolving and compiling"
+  quiet go get "$package@v$version"
   mkdir -p "$out.tmp"
-  quiet go build -trimpath -ldflags "-s -w" -o "$out.tmp/adapter" sigs.k8s.io/prometheus-adapter/cmd/adapter
+  quiet go build -trimpath -ldflags "$ldflags" -o "$out.tmp/$binary" "$package"
   rm -rf "$out" && mv "$out.tmp" "$out"
-  finish "$out" "prometheus-adapter v$ADAPTER_VERSION" "$t"
+  finish "$out" "$name v$version" "$t"
 }
 
 go_install() {  # name version out packages...
@@ -121,5 +123,8 @@ go_install() {  # name version out packages...
 build_kubernetes
 build_etcd
 go_install kwok "$KWOK_VERSION" "$BIN/kwok-v$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
-build_adapter
+build_as_dependency prometheus-adapter "$ADAPTER_VERSION" sigs.k8s.io/prometheus-adapter \
+  sigs.k8s.io/prometheus-adapter/cmd/adapter adapter "-s -w"
+build_as_dependency kube-state-metrics "$KSM_VERSION" k8s.io/kube-state-metrics/v2 k8s.io/kube-state-metrics/v2 \
+  kube-state-metrics "-s -w -X k8s.io/kube-state-metrics/v2/pkg/version.Version=v$KSM_VERSION"
 log "all binaries ready under $BIN (total $((SECONDS - start_all))s)"

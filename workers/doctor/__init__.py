@@ -1,0 +1,1 @@
+"""The metric-pipeline doctor: checks each hop from exporter to HPA and names the first that fails."""

@@ -1,0 +1,75 @@
+"""python -m workers.doctor: check the metric pipeline hop by hop; JSON on stdout, exit 0 only if all pass.
+
+Hops, in order: exporters answer -> their series are in Prometheus -> the metrics APIServices are
+Available -> prometheus-adapter serves queue depth and pod GPU utilisation -> every HPA reads all its
+metrics and is ScalingActive -> Alertmanager answers. The first failing hop is named with its reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kubernetes import config as kube_config
+
+from workers.doctor.hops import Pipeline, json_getter, run_all
+
+DEFAULT_EXPORTER_METRICS = {
+    "queue-exporter": ["redis_queue_depth"],
+    "gpu-exporter": ["DCGM_FI_DEV_GPU_UTIL"],
+    "cost-exporter": ["service_cost_per_hour"],
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m workers.doctor", description=__doc__.splitlines()[0])
+    ap.add_argument("--kubeconfig", required=True)
+    ap.add_argument("--namespace", required=True)
+    ap.add_argument("--service", action="append", default=[], metavar="NAME:QUEUE", required=True,
+                    help="a model service and its queue; repeat per service")
+    ap.add_argument("--exporter", action="append", default=[], metavar="NAME=URL",
+                    help="an exporter's /metrics URL; repeat per exporter")
+    ap.add_argument("--prometheus-url", required=True)
+    ap.add_argument("--alertmanager-url", required=True)
+    ap.add_argument("--output", help="also write the JSON result to this file")
+    return ap.parse_args(argv)
+
+
+def _pairs(values: list[str], sep: str, what: str) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        left, found, right = v.partition(sep)
+        if not found or not left or not right:
+            raise SystemExit(f"doctor: {what} {v!r} must look like LEFT{sep}RIGHT")
+        out.append((left, right))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    services = [{"name": n, "queue": q} for n, q in _pairs(args.service, ":", "--service")]
+    exporters = dict(_pairs(args.exporter, "=", "--exporter"))
+    api = kube_config.new_client_from_config(config_file=args.kubeconfig)
+    pipeline = Pipeline(
+        namespace=args.namespace,
+        services=services,
+        exporters=exporters,
+        exporter_metrics={k: v for k, v in DEFAULT_EXPORTER_METRICS.items() if k in exporters},
+        prometheus_get=json_getter(args.prometheus_url),
+        alertmanager_get=json_getter(args.alertmanager_url),
+        api=api,
+    )
+    result = run_all(pipeline)
+    text = json.dumps(result, indent=2, sort_keys=True, default=str)
+    print(text)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    if not result["ok"]:
+        print(f"doctor: FAILED at hop '{result['failed_hop']}': {result['reason']}", file=sys.stderr)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""One function per hop of the metric pipeline. Each returns a HopResult; none raises for a failed check."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kubernetes import client
+
+
+@dataclass
+class HopResult:
+    hop: str
+    ok: bool
+    detail: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class Pipeline:
+    """What the doctor checks, and how it reaches it."""
+
+    namespace: str
+    services: list[dict]  # {name, queue}
+    exporters: dict[str, str]  # name -> /metrics URL
+    exporter_metrics: dict[str, list[str]]  # exporter name -> metric names it must serve
+    prometheus_get: Callable[[str, dict], dict]
+    alertmanager_get: Callable[[str], dict | list]
+    api: client.ApiClient
+    queue_metric: str = "redis_queue_depth"
+    gpu_metric: str = "DCGM_FI_DEV_GPU_UTIL"
+
+
+def http_get(url: str, timeout: float = 5.0) -> bytes:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (scheme checked above)
+        return resp.read()
+
+
+def exporters_up(p: Pipeline) -> HopResult:
+    problems, seen = [], {}
+    for name, url in p.exporters.items():
+        try:
+            text = http_get(url).decode("utf-8", "replace")
+        except (OSError, urllib.error.URLError) as exc:
+            problems.append(f"{name} at {url} does not answer: {exc}")
+            continue
+        missing = [m for m in p.exporter_metrics.get(name, []) if f"\n{m}" not in "\n" + text]
+        if missing:
+            problems.append(f"{name} at {url} answers but does not export {missing}")
+        seen[name] = url
+    if problems:
+        return HopResult("exporters", False, "; ".join(problems), {"up": seen})
+    return HopResult("exporters", True, f"{len(seen)} exporters answer with their metrics", {"up": seen})
+
+
+def _query(p: Pipeline, expr: str) -> list[dict]:
+    body = p.prometheus_get("/api/v1/query", {"query": expr})
+    if body.get("status") != "success":
+        raise RuntimeError(f"query {expr!r} failed: {body.get('error', body)}")
+    return body["data"]["result"]
+
+
+def prometheus_series(p: Pipeline) -> HopResult:
+    checks = {f'up{{job="{job}"}} == 1': f"scrape job {job} is up" for job in p.exporters}
+    for svc in p.services:
+        checks[f'{p.queue_metric}{{queue_name="{svc["queue"]}"}}'] = f"queue depth of {svc['queue']}"
+    checks[p.gpu_metric] = "GPU utilisation"
+    checks["service_cost_per_hour"] = "service cost"
+    found, problems = {}, []
+    try:
+        for expr, what in checks.items():
+            result = _query(p, expr)
+            if not result:
+                problems.append(f"no series for {what} ({expr})")
+            found[expr] = len(result)
+    except (OSError, urllib.error.URLError, RuntimeError, KeyError) as exc:
+        return HopResult("prometheus", False, f"Prometheus does not answer queries: {exc}")
+    if problems:
+        return HopResult("prometheus", False, "; ".join(problems), {"series": found})
+    return HopResult("prometheus", True, f"{len(checks)} expected series present", {"series": found})
+
+
+def apiservices_available(p: Pipeline) -> HopResult:
+    api = client.ApiregistrationV1Api(p.api)
+    wanted = ["v1beta1.external.metrics.k8s.io", "v1beta1.custom.metrics.k8s.io"]
+    problems, status = [], {}
+    for name in wanted:
+        try:
+            svc = api.read_api_service(name)
+        except client.ApiException as exc:
+            problems.append(f"APIService {name} not found ({exc.status})")
+            continue
+        cond = next((c for c in (svc.status.conditions or []) if c.type == "Available"), None)
+        status[name] = cond.status if cond else "Unknown"
+        if not cond or cond.status != "True":
+            why = f"{cond.reason}: {cond.message}" if cond else "no Available condition"
+            problems.append(f"APIService {name} is not Available ({why})")
+    if problems:
+        return HopResult("apiservice", False, "; ".join(problems), status)
+    return HopResult("apiservice", True, "external and custom metrics APIs Available", status)
+
+
+def _raw_get(p: Pipeline, path: str) -> dict:
+    data = p.api.call_api(path, "GET", auth_settings=["BearerToken"], response_type="object",
+                          _return_http_data_only=True, _preload_content=True)
+    return data
+
+
+def adapter_serves(p: Pipeline) -> HopResult:
+    problems, values = [], {}
+    for svc in p.services:
+        sel = urllib.parse.quote(f"queue_name={svc['queue']}")
+        path = f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{p.namespace}/{p.queue_metric}?labelSelector={sel}"
+        try:
+            items = _raw_get(p, path).get("items", [])
+        except client.ApiException as exc:
+            problems.append(f"adapter does not serve {p.queue_metric} for queue {svc['queue']}: {exc.status} {exc.reason}")
+            continue
+        if not items:
+            problems.append(f"adapter lists no {p.queue_metric} value for queue {svc['queue']}")
+        values[f"{p.queue_metric}/{svc['queue']}"] = [i.get("value") for i in items]
+    try:
+        path = f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{p.namespace}/pods/*/{p.gpu_metric}"
+        items = _raw_get(p, path).get("items", [])
+        values[p.gpu_metric] = len(items)
+        if not items:
+            problems.append(f"adapter lists no pod {p.gpu_metric} in namespace {p.namespace}")
+    except client.ApiException as exc:
+        problems.append(f"adapter does not serve pod {p.gpu_metric}: {exc.status} {exc.reason}")
+    if problems:
+        return HopResult("adapter", False, "; ".join(problems), values)
+    return HopResult("adapter", True, "queue depth and pod GPU utilisation served", values)
+
+
+def hpas_active(p: Pipeline) -> HopResult:
+    api = client.AutoscalingV2Api(p.api)
+    problems, state = [], {}
+    for svc in p.services:
+        try:
+            hpa = api.read_namespaced_horizontal_pod_autoscaler(svc["name"], p.namespace)
+        except client.ApiException as exc:
+            problems.append(f"HPA {svc['name']} not found ({exc.status})")
+            continue
+        conds = {c.type: c for c in (hpa.status.conditions or [])}
+        active = conds.get("ScalingActive")
+        current = hpa.status.current_metrics or []
+        expected = len(hpa.spec.metrics or [])
+        state[svc["name"]] = {
+            "current_replicas": hpa.status.current_replicas,
+            "desired_replicas": hpa.status.desired_replicas,
+            "metrics_with_values": len(current),
+            "metrics_in_spec": expected,
+            "scaling_active": active.status if active else "Unknown",
+        }
+        if not active or active.status != "True":
+            why = f"{active.reason}: {active.message}" if active else "no ScalingActive condition yet"
+            problems.append(f"HPA {svc['name']} is not ScalingActive ({why})")
+        elif len(current) < expected:
+            problems.append(f"HPA {svc['name']} has values for {len(current)} of {expected} metrics")
+    if problems:
+        return HopResult("hpa", False, "; ".join(problems), state)
+    return HopResult("hpa", True, "every HPA reads all its metrics and is ScalingActive", state)
+
+
+def alertmanager_reachable(p: Pipeline) -> HopResult:
+    try:
+        status = p.alertmanager_get("/api/v2/status")
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        return HopResult("alertmanager", False, f"Alertmanager does not answer: {exc}")
+    cluster = status.get("cluster", {}).get("status") if isinstance(status, dict) else None
+    return HopResult("alertmanager", True, "Alertmanager answers", {"cluster_status": cluster})
+
+
+HOPS = [exporters_up, prometheus_series, apiservices_available, adapter_serves, hpas_active, alertmanager_reachable]
+
+
+def run_all(p: Pipeline) -> dict:
+    """Run every hop in pipeline order. The first failed hop is named; later hops still run and report."""
+    results = [hop(p) for hop in HOPS]
+    failed = next((r for r in results if not r.ok), None)
+    return {
+        "ok": failed is None,
+        "failed_hop": failed.hop if failed else None,
+        "reason": failed.detail if failed else None,
+        "hops": [r.__dict__ for r in results],
+    }
+
+
+def json_getter(base: str) -> Callable:
+    def get(path: str, params: dict | None = None):
+        url = base.rstrip("/") + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        return json.loads(http_get(url))
+
+    return get
