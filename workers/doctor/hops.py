@@ -106,19 +106,25 @@ def apiservices_available(p: Pipeline) -> HopResult:
     return HopResult("apiservice", True, "external and custom metrics APIs Available", status)
 
 
-def _raw_get(p: Pipeline, path: str) -> dict:
-    data = p.api.call_api(path, "GET", auth_settings=["BearerToken"], response_type="object",
-                          _return_http_data_only=True, _preload_content=True)
-    return data
+def _raw_get(p: Pipeline, path: str, query: dict | None = None) -> dict:
+    """GET an aggregated-API path with the kubeconfig's credentials (no typed client exists for these)."""
+    method, url, headers, body, _ = p.api.param_serialize(
+        "GET", path, query_params=list((query or {}).items()), header_params={"Accept": "application/json"},
+        auth_settings=["BearerToken"],
+    )
+    resp = p.api.call_api(method, url, header_params=headers, body=body, _request_timeout=10)
+    resp.read()
+    if resp.status >= 400:
+        raise client.ApiException(status=resp.status, reason=resp.reason)
+    return json.loads(resp.data)
 
 
 def adapter_serves(p: Pipeline) -> HopResult:
     problems, values = [], {}
     for svc in p.services:
-        sel = urllib.parse.quote(f"queue_name={svc['queue']}")
-        path = f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{p.namespace}/{p.queue_metric}?labelSelector={sel}"
+        path = f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{p.namespace}/{p.queue_metric}"
         try:
-            items = _raw_get(p, path).get("items", [])
+            items = _raw_get(p, path, {"labelSelector": f"queue_name={svc['queue']}"}).get("items", [])
         except client.ApiException as exc:
             problems.append(f"adapter does not serve {p.queue_metric} for queue {svc['queue']}: {exc.status} {exc.reason}")
             continue
