@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 
@@ -122,3 +123,43 @@ def test_batched_whisper_matches_one_by_one(transcriber: WhisperTranscriber, spe
     assert batched[2].text.lower().count("quick brown fox") == 2
     assert batched[2].segments[-1].start >= batched[0].segments[-1].end  # timestamps in the clip's own time
     assert [t.audio_seconds for t in batched] == [round(len(c) / 16000, 3) for c in clips]
+
+
+def test_failed_attempts_are_counted_as_retried_until_the_last_one(piper_voice) -> None:
+    from bullmq import Job, Queue, UnrecoverableError
+    from prometheus_client import CollectorRegistry
+    from redis.asyncio import Redis
+
+    from workers.queueing.blobs import BlobStore
+    from workers.tts.service import TtsEngine
+    from workers.worker.config import WorkerConfig
+    from workers.worker.runner import WorkerProcess
+
+    config = WorkerConfig.from_settings(Settings({"POD_NAME": "tts-0"}), "tts")
+    redis = Redis.from_url(config.policy.redis_url)  # never connected: only the metrics are exercised
+    engine = TtsEngine(config.tts, piper_voice, BlobStore(redis, "bull", "tts"), 60)
+    registry = CollectorRegistry()
+    process = WorkerProcess(config, engine, redis, registry)
+
+    queue = Queue("tts", config.policy.connection_opts())  # never connected: a Job needs its queue object
+
+    def job(attempts_made: int) -> Job:
+        j = Job(queue, "tts", {"text": "x"}, {"attempts": 3, "jobId": "tts-" + "a" * 32})
+        j.attemptsMade = attempts_made  # as BullMQ leaves it after moveToFailed
+        return j
+
+    process._on_failed(job(1), RuntimeError("model crashed"))
+    process._on_failed(job(2), RuntimeError("model crashed"))
+    process._on_failed(job(3), RuntimeError("model crashed"))
+    process._on_failed(job(1), UnrecoverableError("bad input"))
+
+    def count(status: str) -> float:
+        return registry.get_sample_value("model_worker_jobs_total",
+                                         {"service": "tts", "queue_name": "tts", "status": status})
+
+    assert (count("retried"), count("failed"), count("completed")) == (2, 2, 0)
+    info = registry.get_sample_value("model_worker_info", {
+        "service": "tts", "queue_name": "tts", "pod": "tts-0", "node": "", "host": socket.gethostname(),
+        "model": "piper:en_US-joe-medium.onnx", "device": "cpu", "compute_type": ""})
+    assert info == 1
+    assert registry.get_sample_value("model_worker_ready", {"service": "tts"}) == 0
