@@ -53,7 +53,8 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
         finally:
             await app.state.backend.close()
 
-    app = FastAPI(title="Model gateway", version="1.0.0", lifespan=lifespan,
+    # No Swagger/ReDoc pages: they load their scripts from a public CDN; the spec itself is served.
+    app = FastAPI(title="Model gateway", version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Submit speech-to-text and text-to-speech jobs; poll for their results.")
     install_error_handlers(app)
     app.add_middleware(

@@ -65,7 +65,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return error_response(404, "not_found", f"no route for {request.method} {request.url.path!r}; "
-                                  "see /docs or /openapi.json")
+                                  "see /openapi.json")
         if exc.status_code == 405:
             return error_response(405, "method_not_allowed",
                                   f"{request.method} is not allowed on {request.url.path!r}")
