@@ -1,5 +1,8 @@
-"""The gateway's FastAPI application: routes, authentication, rate limiting and validation."""
+"""The gateway's FastAPI application: routes, authentication, rate limiting and validation.
 
+No `from __future__ import annotations` here: FastAPI reads the dependency annotations of the routes
+defined inside create_app at runtime, and string annotations would not resolve to the local `Key`.
+"""
 
 import contextlib
 import logging
