@@ -1,0 +1,163 @@
+"""No-loss accounting: after the load, every job the gateway accepted is polled through the API until it is
+finished (bounded), so that submitted = completed + failed (with the reason) + lost.
+
+A job is lost when the gateway no longer knows it (404) or it is still not finished at the deadline (its
+last state is kept as the reason). Polls stay under the gateway's per-key rate limit, which the load shared.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from loadtests.ledger import Submission
+
+TERMINAL = ("completed", "failed")
+
+
+@dataclass
+class JobOutcome:
+    job_id: str
+    service: str
+    submitted_at: float
+    state: str = "unknown"
+    error: str | None = None
+    total_s: float | None = None
+    queue_wait_s: float | None = None
+    processing_s: float | None = None
+    attempts: int | None = None
+    polls: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL or self.state == "vanished"
+
+
+@dataclass
+class Accounting:
+    outcomes: dict[str, JobOutcome] = field(default_factory=dict)
+    finished_at: float | None = None
+    timed_out: bool = False
+    poll_errors: int = 0
+
+    def counts(self) -> dict[str, Any]:
+        def tally(service: str | None) -> dict[str, int]:
+            items = [o for o in self.outcomes.values() if service is None or o.service == service]
+            completed = sum(o.state == "completed" for o in items)
+            failed = sum(o.state == "failed" for o in items)
+            return {
+                "submitted": len(items),
+                "completed": completed,
+                "failed": failed,
+                "lost": len(items) - completed - failed,
+            }
+
+        services = sorted({o.service for o in self.outcomes.values()})
+        return {**tally(None), "by_service": {s: tally(s) for s in services}}
+
+    def failed(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": o.job_id,
+                "service": o.service,
+                "reason": o.error or "failed without an error message",
+                "attempts": o.attempts,
+            }
+            for o in self.outcomes.values()
+            if o.state == "failed"
+        ]
+
+    def lost(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": o.job_id,
+                "service": o.service,
+                "reason": "the gateway no longer knows this job (404)"
+                if o.state == "vanished"
+                else f"still {o.state!r} when the drain deadline passed",
+            }
+            for o in self.outcomes.values()
+            if o.state not in TERMINAL
+        ]
+
+
+class JobPoller:
+    def __init__(
+        self, gateway_url: str, api_key: str, max_rps: float = 12.0, client: httpx.Client | None = None
+    ) -> None:
+        self.http = client or httpx.Client(
+            base_url=gateway_url.rstrip("/"), timeout=10.0, headers={"Authorization": f"Bearer {api_key}"}
+        )
+        self.min_gap = 1.0 / max_rps
+        self._last = 0.0
+
+    def _get(self, job_id: str) -> httpx.Response:
+        while True:
+            gap = self._last + self.min_gap - time.monotonic()
+            if gap > 0:
+                time.sleep(gap)
+            self._last = time.monotonic()
+            resp = self.http.get(f"/v1/jobs/{job_id}")
+            if resp.status_code != 429:
+                return resp
+            time.sleep(float(resp.headers.get("Retry-After", "1")))
+
+    def poll_one(self, outcome: JobOutcome) -> None:
+        outcome.polls += 1
+        resp = self._get(outcome.job_id)
+        if resp.status_code == 404:
+            outcome.state = "vanished"
+            outcome.error = resp.json().get("error", {}).get("message") if resp.content else None
+            return
+        resp.raise_for_status()
+        body = resp.json()
+        outcome.state = body.get("status", "unknown")
+        outcome.attempts = body.get("attempts_made")
+        timings = body.get("timings") or {}
+        outcome.total_s = timings.get("total_s")
+        outcome.queue_wait_s = timings.get("queue_wait_s")
+        outcome.processing_s = timings.get("processing_s")
+        if outcome.state == "failed":
+            outcome.error = body.get("error")
+
+    def drain(
+        self,
+        jobs: list[Submission],
+        deadline_s: float,
+        round_pause_s: float = 2.0,
+        on_round: Callable[[Accounting], None] | None = None,
+    ) -> Accounting:
+        acc = Accounting({j.job_id: JobOutcome(j.job_id, j.service, j.t) for j in jobs if j.job_id})
+        deadline = time.monotonic() + deadline_s
+        while True:
+            last_round = time.monotonic() >= deadline
+            # Within a queue jobs start in submission order: once one is still waiting, the later ones of that
+            # service are too, so a round skips them (the last round checks every job).
+            blocked: set[str] = set()
+            pending = sorted(
+                (o for o in acc.outcomes.values() if not o.finished), key=lambda o: o.submitted_at
+            )
+            for outcome in pending:
+                if outcome.service in blocked and not last_round:
+                    continue
+                try:
+                    self.poll_one(outcome)
+                except (httpx.HTTPError, ValueError):
+                    acc.poll_errors += 1
+                    continue
+                if outcome.state in ("waiting", "prioritized", "wait"):
+                    blocked.add(outcome.service)
+            if on_round:
+                on_round(acc)
+            if all(o.finished for o in acc.outcomes.values()):
+                break
+            if last_round:
+                acc.timed_out = True
+                break
+            time.sleep(min(round_pause_s, max(0.0, deadline - time.monotonic())))
+        acc.finished_at = time.time()
+        return acc

@@ -1,0 +1,375 @@
+"""Holding a finished run to its scenario's expectations: every one gives what was expected, what was
+observed (with the number) and pass or fail, so a failure names the expectation and the value seen."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from loadtests.accounting import Accounting
+from loadtests.alerts import AlertRecord
+from loadtests.ledger import LedgerState
+from loadtests.scenario import AlertMatch, Scenario
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    expected: str
+    observed: str
+    passed: bool
+    value: float | int | None = None  # the observed figure the bound applies to, when there is one
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunFacts:
+    """Everything the expectations are judged on."""
+
+    scenario: Scenario
+    samples: list[dict[str, Any]]
+    ledger: LedgerState
+    accounting: Accounting | None
+    alerts: list[AlertRecord]
+    anchors: dict[str, float]  # load_start, load_end and each executed action's name -> wall time
+    time_scale: dict[str, int]  # service -> the HPA's harness.local/time-scale
+    hpa_bounds: dict[str, tuple[int, int]]  # service -> (min, max)
+    run_end: float
+    locust_rc: int | None = None
+    # What proves an alert fired or resolved: a notification at the checker's webhook (default), or
+    # Alertmanager's API (cluster targets whose Alertmanager cannot reach the checker).
+    alert_evidence: str = "webhook"
+
+    def factor(self, service: str) -> float:
+        """Scenario bounds on HPA timing are written for one time scale; a target's HPAs may carry another."""
+        return self.scenario.written_for_time_scale / self.time_scale.get(
+            service, self.scenario.written_for_time_scale
+        )
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    low, high = math.floor(pos), math.ceil(pos)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def latency_summary(values: list[float]) -> dict[str, Any]:
+    return {
+        "count": len(values),
+        **{f"p{q}": _round(percentile(values, q)) for q in (50, 90, 95, 99)},
+        "max": _round(max(values)) if values else None,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _svc_series(samples: list[dict[str, Any]], service: str, key: str) -> list[tuple[float, Any]]:
+    return [
+        (s["t"], s.get("services", {}).get(service, {}).get(key))
+        for s in samples
+        if s.get("services", {}).get(service, {}).get(key) is not None
+    ]
+
+
+def _load_ran(f: RunFacts) -> Result:
+    planned = f.scenario.load.duration_s
+    start, stop = f.ledger.load_start, f.ledger.load_stop
+    expected = f"all stages ran ({planned:g} s of load) and the load process exited normally"
+    if start is None:
+        return Result("load.ran", expected, f"the load never started (Locust exit code {f.locust_rc})", False)
+    if stop is None:
+        return Result(
+            "load.ran",
+            expected,
+            f"the load started but never stopped cleanly (Locust exit code {f.locust_rc})",
+            False,
+        )
+    ran = stop - start
+    ok = ran >= planned - 3 and f.locust_rc in (0, 1)  # 1: Locust saw failed requests, judged below
+    return Result(
+        "load.ran", expected, f"{ran:.1f} s of load, Locust exit code {f.locust_rc}", ok, round(ran, 1)
+    )
+
+
+def _scale_up(f: RunFacts, service: str) -> Result:
+    exp = f.scenario.expect.scale_up[service]
+    bound = exp.within_s * f.factor(service)
+    name = f"scale_up.{service}"
+    expected = f">= {exp.at_least_replicas} ready replicas within {bound:g} s of load start"
+    if bound != exp.within_s:
+        expected += f" (scenario: {exp.within_s:g} s at time scale {f.scenario.written_for_time_scale})"
+    start = f.anchors.get("load_start")
+    ready = _svc_series(f.samples, service, "ready")
+    if start is None or not ready:
+        return Result(name, expected, "no load start or no replica samples", False)
+    reached = next((t for t, n in ready if t >= start and n >= exp.at_least_replicas), None)
+    peak = max(n for t, n in ready if t >= start) if any(t >= start for t, _ in ready) else 0
+    desired_peak = max((n for _, n in _svc_series(f.samples, service, "hpa_desired")), default=None)
+    hpa_max = f.hpa_bounds.get(service, (None, None))[1]
+    if reached is None:
+        return Result(
+            name,
+            expected,
+            f"never reached {exp.at_least_replicas}: at most {peak} ready replicas "
+            f"(HPA desired at most {desired_peak}, HPA max {hpa_max})",
+            False,
+            peak,
+        )
+    elapsed = reached - start
+    return Result(
+        name,
+        expected,
+        f"{exp.at_least_replicas} ready after {elapsed:.1f} s (peak {peak}, HPA max {hpa_max})",
+        elapsed <= bound,
+        round(elapsed, 1),
+    )
+
+
+def back_to_min_time(samples: list[dict[str, Any]], service: str, minimum: int, after: float) -> float | None:
+    """When the service got to its minimum (ready, replicas and HPA desired) and stayed there to the end."""
+    rows = [s for s in samples if s["t"] >= after and service in s.get("services", {})]
+    settled = None
+    for s in rows:
+        row = s["services"][service]
+        at_min = (
+            row.get("ready") == minimum
+            and row.get("replicas") == minimum
+            and row.get("hpa_desired") == minimum
+        )
+        if at_min and settled is None:
+            settled = s["t"]
+        elif not at_min:
+            settled = None
+    return settled
+
+
+def _back_to_min(f: RunFacts, service: str) -> Result:
+    bound = f.scenario.expect.back_to_min[service] * f.factor(service)
+    name = f"back_to_min.{service}"
+    minimum = f.hpa_bounds.get(service, (None, None))[0]
+    expected = f"back to the minimum ({minimum}) within {bound:g} s of load end, and staying there"
+    end = f.anchors.get("load_end")
+    if end is None or minimum is None:
+        return Result(name, expected, "the load did not end or the HPA minimum is unknown", False)
+    settled = back_to_min_time(f.samples, service, minimum, end)
+    last = next((s["services"][service] for s in reversed(f.samples) if service in s.get("services", {})), {})
+    if settled is None:
+        waited = (f.samples[-1]["t"] - end) if f.samples else 0
+        return Result(
+            name,
+            expected,
+            f"still at {last.get('ready')} ready replicas (HPA desired "
+            f"{last.get('hpa_desired')}) {waited:.0f} s after load end",
+            False,
+        )
+    elapsed = max(0.0, settled - end)
+    return Result(name, expected, f"at {minimum} after {elapsed:.1f} s", elapsed <= bound, round(elapsed, 1))
+
+
+def _replica_bounds(f: RunFacts, service: str) -> Result:
+    low, high = f.hpa_bounds.get(service, (None, None))
+    name = f"replica_bounds.{service}"
+    expected = f"replicas stay within the HPA's [{low}, {high}] all run"
+    values = [n for _, n in _svc_series(f.samples, service, "replicas")]
+    if not values or low is None:
+        return Result(name, expected, "no replica samples", False)
+    lo, hi = min(values), max(values)
+    return Result(name, expected, f"between {lo} and {hi}", low <= lo and hi <= high)
+
+
+def _matching(f: RunFacts, match: AlertMatch) -> list[AlertRecord]:
+    return [r for r in f.alerts if match.matches(r.labels)]
+
+
+def _alert_fires(f: RunFacts, index: int) -> list[Result]:
+    exp = f.scenario.expect.alerts_fire[index]
+    key = exp.match.key()
+    ev = f.alert_evidence
+    proof = "webhook notification" if ev == "webhook" else "listed by Alertmanager"
+    anchor = f.anchors.get(exp.after)
+    out = []
+    expected = f"fires ({proof}) within {exp.within_s:g} s after {exp.after}"
+    records = _matching(f, exp.match)
+    if anchor is None:
+        return [Result(f"alert_fires.{key}", expected, f"{exp.after} never happened", False)]
+    # An episode that began before the anchor proves nothing about what the anchor caused.
+    fired = sorted(
+        (r for r in records if (r.fired_at(ev) or 0) >= anchor - 1), key=lambda r: r.fired_at(ev) or 0
+    )
+    record = fired[0] if fired else None
+    if record is None:
+        seen = [r for r in records if r.am_first_seen is not None]
+        before = [r for r in records if r.fired_at(ev) is not None]
+        if before:
+            observed = f"was already firing {anchor - (before[0].fired_at(ev) or 0):.0f} s before {exp.after}"
+        elif seen:
+            observed = (
+                f"Alertmanager listed it active {seen[0].am_first_seen - anchor:+.1f} s after {exp.after}, "
+                "but no notification reached the webhook"
+            )
+        else:
+            observed = "never fired (no notification, never active in Alertmanager)"
+        out.append(Result(f"alert_fires.{key}", expected, observed, False))
+    else:
+        elapsed = (record.fired_at(ev) or 0) - anchor
+        verb = "notified" if ev == "webhook" else "listed active"
+        out.append(
+            Result(
+                f"alert_fires.{key}",
+                expected,
+                f"{verb} {elapsed:.1f} s after {exp.after}",
+                elapsed <= exp.within_s,
+                round(elapsed, 1),
+            )
+        )
+    if exp.resolve_after is None:
+        return out
+    r_anchor = f.anchors.get(exp.resolve_after)
+    r_proof = "webhook notification" if ev == "webhook" else "gone from Alertmanager"
+    r_expected = f"resolves ({r_proof}) within {exp.resolve_within_s:g} s after {exp.resolve_after}"
+    name = f"alert_resolves.{key}"
+    resolved = None if record is None else record.resolved_at(ev)
+    if record is None:
+        out.append(Result(name, r_expected, "it never fired", False))
+    elif r_anchor is None:
+        out.append(Result(name, r_expected, f"{exp.resolve_after} never happened", False))
+    elif resolved is None:
+        out.append(
+            Result(
+                name,
+                r_expected,
+                f"still firing {f.run_end - r_anchor:.0f} s after {exp.resolve_after} ({r_proof} never came)",
+                False,
+            )
+        )
+    else:
+        elapsed = resolved - r_anchor
+        out.append(
+            Result(
+                name,
+                r_expected,
+                f"resolved {elapsed:.1f} s after {exp.resolve_after}",
+                elapsed <= (exp.resolve_within_s or 0),
+                round(elapsed, 1),
+            )
+        )
+    return out
+
+
+def _alert_not_fires(f: RunFacts, match: AlertMatch) -> Result:
+    start = f.anchors.get("run_start", 0.0)
+    records = _matching(f, match)
+    expected = "never fires during the run"
+    if not records:
+        return Result(f"alert_not_fires.{match.key()}", expected, "never fired", True)
+    r = records[0]
+    when = min(t for t in (r.firing_received, r.am_first_seen) if t is not None)
+    how = "notified" if r.firing_received is not None else "active in Alertmanager"
+    labels = {k: v for k, v in r.labels.items() if k in ("service", "pod", "node", "Hostname")}
+    return Result(
+        f"alert_not_fires.{match.key()}",
+        expected,
+        f"{how} {when - start:.0f} s into the run {labels} ({len(records)} alert(s))",
+        False,
+    )
+
+
+def _jobs(f: RunFacts) -> list[Result]:
+    limits = f.scenario.expect.jobs
+    if f.accounting is None:
+        return [Result("jobs.lost", f"<= {limits.max_lost} lost", "the jobs were never accounted for", False)]
+    counts = f.accounting.counts()
+    lost = f.accounting.lost()
+    failed = f.accounting.failed()
+    out = [
+        Result(
+            "jobs.lost",
+            f"<= {limits.max_lost} lost of the jobs the gateway accepted",
+            f"{counts['lost']} lost of {counts['submitted']}"
+            + (f" (e.g. {lost[0]['id']}: {lost[0]['reason']})" if lost else ""),
+            counts["lost"] <= limits.max_lost,
+            counts["lost"],
+        ),
+        Result(
+            "jobs.failed",
+            f"<= {limits.max_failed} failed",
+            f"{counts['failed']} failed of {counts['submitted']}"
+            + (f" (e.g. {failed[0]['id']}: {failed[0]['reason']})" if failed else ""),
+            counts["failed"] <= limits.max_failed,
+            counts["failed"],
+        ),
+    ]
+    if counts["submitted"] == 0:
+        out.append(Result("jobs.submitted", "> 0 jobs accepted by the gateway", "0", False, 0))
+    if limits.max_submit_errors is not None:
+        errors = [s for s in f.ledger.submissions if not s.ok]
+        sample = f" (e.g. {errors[0].error})" if errors else ""
+        out.append(
+            Result(
+                "jobs.submit_errors",
+                f"<= {limits.max_submit_errors} rejected or failed submissions",
+                f"{len(errors)} of {len(f.ledger.submissions)}{sample}",
+                len(errors) <= limits.max_submit_errors,
+                len(errors),
+            )
+        )
+    return out
+
+
+def _latency(f: RunFacts) -> list[Result]:
+    bounds = f.scenario.expect.latency_p95
+    out = []
+    if bounds.gateway_ms is not None:
+        values = [s.latency_ms for s in f.ledger.submissions if s.status]
+        p95 = percentile(values, 95)
+        out.append(
+            Result(
+                "latency_p95.gateway_ms",
+                f"p95 of submission requests <= {bounds.gateway_ms:g} ms",
+                "no answered requests" if p95 is None else f"{p95:.0f} ms over {len(values)} requests",
+                p95 is not None and p95 <= bounds.gateway_ms,
+                _round(p95),
+            )
+        )
+    for scope, bound in bounds.job_completion_s.items():
+        outcomes = [] if f.accounting is None else list(f.accounting.outcomes.values())
+        values = [
+            o.total_s
+            for o in outcomes
+            if o.state == "completed" and o.total_s is not None and (scope == "all" or o.service == scope)
+        ]
+        p95 = percentile(values, 95)
+        out.append(
+            Result(
+                f"latency_p95.job_completion_s.{scope}",
+                f"p95 from submission to result <= {bound:g} s",
+                "no completed jobs" if p95 is None else f"{p95:.1f} s over {len(values)} jobs",
+                p95 is not None and p95 <= bound,
+                _round(p95),
+            )
+        )
+    return out
+
+
+def evaluate(f: RunFacts) -> list[Result]:
+    e = f.scenario.expect
+    results = [_load_ran(f)]
+    results += [_scale_up(f, svc) for svc in e.scale_up]
+    results += [_back_to_min(f, svc) for svc in e.back_to_min]
+    if e.replica_bounds:
+        results += [_replica_bounds(f, svc) for svc in f.scenario.services]
+    for i in range(len(e.alerts_fire)):
+        results += _alert_fires(f, i)
+    results += [_alert_not_fires(f, m) for m in e.alerts_not_fire]
+    results += _jobs(f)
+    results += _latency(f)
+    return results

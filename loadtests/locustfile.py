@@ -1,0 +1,213 @@
+"""Locust users for the gateway: STT uploads cached speech clips, TTS posts a text mix; the shape follows the
+scenario's stages.
+
+Headless, the checker starts it (``python -m loadtests.run``). Interactively:
+
+    scripts/in-venv locust -f loadtests/locustfile.py                       # web UI on 127.0.0.1:8089
+    LOADTEST_SCENARIO=soak scripts/in-venv locust -f loadtests/locustfile.py
+
+Environment (all optional; defaults fit the local target):
+- ``LOADTEST_SCENARIO``: scenario name or path (default ``surge``).
+- ``LOADTEST_API_KEY_FILE``: gateway API key file (default: the local target's first-api-key).
+- ``LOADTEST_LEDGER``: where each submitted job id is recorded (default: a new file under the state dir).
+- ``LOADTEST_AUDIO_DIR``: clip cache (default ``$HARNESS_CACHE/loadtests/audio``).
+- ``LOADTEST_HOST``: gateway URL when ``--host`` is not given (default http://127.0.0.1:18080).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+# Locust puts this file's folder on sys.path, not the repository root that holds the package.
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from locust import LoadTestShape, between, events, task  # noqa: E402
+from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
+
+from loadtests.audio import ensure_clips  # noqa: E402
+from loadtests.ledger import LedgerWriter  # noqa: E402
+from loadtests.scenario import DEFAULT_SCENARIO, load_scenario  # noqa: E402
+
+STATE_DIR = Path(
+    os.environ.get("HARNESS_STATE_DIR") or Path.home() / ".local/state/gpu-serving-harness/local"
+)
+SCENARIO = load_scenario(os.environ.get("LOADTEST_SCENARIO", DEFAULT_SCENARIO))
+API_KEY_FILE = Path(os.environ.get("LOADTEST_API_KEY_FILE", STATE_DIR / "gateway" / "first-api-key"))
+LEDGER_PATH = Path(
+    os.environ.get("LOADTEST_LEDGER")
+    or STATE_DIR / "loadtests" / f"interactive-{time.strftime('%Y%m%dT%H%M%S')}" / "jobs.jsonl"
+)
+JOB_ID = re.compile(r"^(stt|tts)-[0-9a-f]{32}$")
+
+_ledger: LedgerWriter | None = None
+_api_key: str | None = None
+
+
+def ledger() -> LedgerWriter:
+    global _ledger
+    if _ledger is None:
+        _ledger = LedgerWriter(LEDGER_PATH)
+    return _ledger
+
+
+def api_key() -> str:
+    global _api_key
+    if _api_key is None:
+        try:
+            _api_key = API_KEY_FILE.read_text().strip()
+        except OSError as exc:
+            raise SystemExit(
+                f"loadtests: cannot read the gateway API key from {API_KEY_FILE}: {exc}; "
+                "set LOADTEST_API_KEY_FILE"
+            ) from None
+    return _api_key
+
+
+@events.init_command_line_parser.add_listener
+def _local_web_ui(parser) -> None:
+    # Everything here binds 127.0.0.1; Locust's own default is every interface.
+    parser.set_defaults(web_host="127.0.0.1")
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_kwargs) -> None:
+    ledger().write("load_start", scenario=SCENARIO.name)
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment, **_kwargs) -> None:
+    ledger().write("load_stop", scenario=SCENARIO.name)
+
+
+class GatewayUser(FastHttpUser):
+    abstract = True
+    host = os.environ.get("LOADTEST_HOST", "http://127.0.0.1:18080")
+    wait_time = between(*SCENARIO.load.wait_s)
+    service = ""
+
+    def record(self, response, started: float) -> None:
+        """Validate a submission answer; mark it failed in Locust's stats if wrong; record it."""
+        latency_ms = round((time.perf_counter() - started) * 1000, 2)
+        error = None
+        job_id = None
+        if response.status_code != 202:
+            error = f"HTTP {response.status_code}: {(response.text or '')[:200]}"
+        else:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                error = f"202 with a body that is not a JSON object: {(response.text or '')[:200]}"
+            elif not JOB_ID.match(str(body.get("id", ""))) or body.get("service") != self.service:
+                error = f"202 with an unexpected body: {body}"
+            elif body.get("status") != "queued":
+                error = f"202 but the job status is {body.get('status')!r}, not 'queued'"
+            else:
+                job_id = body["id"]
+        if error:
+            response.failure(error)
+            ledger().write(
+                "submit",
+                service=self.service,
+                ok=False,
+                status=response.status_code,
+                latency_ms=latency_ms,
+                error=error,
+            )
+        else:
+            response.success()
+            ledger().write(
+                "submit", service=self.service, ok=True, status=202, latency_ms=latency_ms, job_id=job_id
+            )
+
+
+class SttUser(GatewayUser):
+    weight = max(1, round(SCENARIO.load.mix.get("stt", 0) * 10))
+    service = "stt"
+    boundary = "loadtestboundary7d3f"
+
+    def on_start(self) -> None:
+        clips = ensure_clips(
+            SCENARIO.load.phrases,
+            Path(os.environ["LOADTEST_AUDIO_DIR"]) if os.environ.get("LOADTEST_AUDIO_DIR") else None,
+        )
+        self.bodies = [self._multipart(path.name, path.read_bytes()) for path in clips]
+        random.shuffle(self.bodies)
+        self.next_body = itertools.cycle(self.bodies)
+
+    def _multipart(self, name: str, audio: bytes) -> bytes:
+        head = (
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        lang = (
+            f'\r\n--{self.boundary}\r\nContent-Disposition: form-data; name="language"\r\n\r\nen'
+            f"\r\n--{self.boundary}--\r\n"
+        ).encode()
+        return head + audio + lang
+
+    @task
+    def submit(self) -> None:
+        headers = {
+            "Authorization": f"Bearer {api_key()}",
+            "Content-Type": f"multipart/form-data; boundary={self.boundary}",
+        }
+        started = time.perf_counter()
+        with self.client.post(
+            "/v1/jobs/stt",
+            data=next(self.next_body),
+            headers=headers,
+            catch_response=True,
+            name="POST /v1/jobs/stt",
+        ) as response:
+            self.record(response, started)
+
+
+class TtsUser(GatewayUser):
+    weight = max(1, round(SCENARIO.load.mix.get("tts", 0) * 10))
+    service = "tts"
+
+    @task
+    def submit(self) -> None:
+        headers = {"Authorization": f"Bearer {api_key()}"}
+        started = time.perf_counter()
+        with self.client.post(
+            "/v1/jobs/tts",
+            json={"text": random.choice(SCENARIO.load.texts)},  # noqa: S311
+            headers=headers,
+            catch_response=True,
+            name="POST /v1/jobs/tts",
+        ) as response:
+            self.record(response, started)
+
+
+USER_CLASSES = [cls for cls in (SttUser, TtsUser) if SCENARIO.load.mix.get(cls.service, 0) > 0]
+# Locust picks up every concrete User class in this module: remove the ones this scenario gives no load.
+SttUser.abstract = SttUser not in USER_CLASSES
+TtsUser.abstract = TtsUser not in USER_CLASSES
+
+
+class ScenarioShape(LoadTestShape):
+    """The scenario's stages, one after the other; each change of stage goes into the ledger."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: str | None = None
+
+    def tick(self):
+        stage = SCENARIO.load.stage_at(self.get_run_time())
+        if stage is None:
+            return None
+        if stage.name != self.current:
+            self.current = stage.name
+            ledger().write("stage", name=stage.name, users=stage.users, spawn_rate=stage.spawn_rate)
+        return stage.users, stage.spawn_rate, USER_CLASSES

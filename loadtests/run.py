@@ -1,0 +1,501 @@
+"""Run a scenario against a target and prove it: Locust load, then scaling, alert, cost and no-loss checks.
+
+    scripts/in-venv python -m loadtests.run --scenario surge
+    scripts/in-venv python -m loadtests.run --scenario budget-breach --output-dir /tmp/bb
+    scripts/in-venv python -m loadtests.run --list
+
+Defaults fit the local target; ``playbooks/loadtest.yml`` passes every address from the inventory.
+Exit codes: 0 every expectation held; 1 at least one did not (report written); 2 the run could not be made
+(bad scenario, target not reachable or not at its baseline; a report with status ``aborted`` when possible).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loadtests import scenario as scenario_mod
+from loadtests.accounting import Accounting, JobPoller
+from loadtests.alerts import AlertBook, WebhookReceiver
+from loadtests.audio import ensure_clips
+from loadtests.budgets import BudgetEditor, store_from_spec
+from loadtests.expectations import RunFacts, back_to_min_time, evaluate
+from loadtests.ledger import LedgerTail
+from loadtests.plot import draw
+from loadtests.report import build_report, summary, write_report
+from loadtests.sampler import Sampler, ServiceTarget
+from loadtests.scenario import Scenario, ScenarioError
+from loadtests.sources import Alertmanager, Kube, Prometheus, SourceError
+
+REPO = Path(__file__).resolve().parents[1]
+LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
+
+
+class Aborted(RuntimeError):
+    """The run could not be made or had to stop early; the message says why."""
+
+
+def _default_state_dir() -> Path:
+    return Path(os.environ.get("HARNESS_STATE_DIR") or Path.home() / ".local/state/gpu-serving-harness/local")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    state = _default_state_dir()
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--scenario", default=scenario_mod.DEFAULT_SCENARIO, help="name in loadtests/scenarios or a path"
+    )
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--target-name", default="local", help="a name for the report (the inventory)")
+    p.add_argument("--state-dir", type=Path, default=state, help="harness_state_dir (default: %(default)s)")
+    p.add_argument("--gateway-url", default="http://127.0.0.1:18080")
+    p.add_argument("--api-key-file", type=Path, help="default: <state-dir>/gateway/first-api-key")
+    p.add_argument("--prometheus-url", default="http://127.0.0.1:19090")
+    p.add_argument("--alertmanager-url", default="http://127.0.0.1:19093")
+    p.add_argument(
+        "--webhook-listen",
+        default="127.0.0.1:19095",
+        help="host:port Alertmanager's webhook sends to (path /alerts)",
+    )
+    p.add_argument("--kubeconfig", type=Path, help="default: <state-dir>/kubeconfig")
+    p.add_argument("--namespace", default="model-serving")
+    p.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="NAME:QUEUE",
+        help="a model service (HPA and Deployment NAME) and its queue; default: the scenario's "
+        "services, queue = name",
+    )
+    p.add_argument(
+        "--cost-config",
+        help="cost exporter config for budget actions: a file, or "
+        "configmap:<namespace>/<name>/<key>; default <state-dir>/cost-exporter.yml",
+    )
+    p.add_argument(
+        "--output-dir", type=Path, help="default: <state-dir>/loadtests/<scenario>-<UTC timestamp>"
+    )
+    p.add_argument("--sample-interval", type=float, default=2.0, help="seconds between samples")
+    p.add_argument(
+        "--alert-evidence",
+        choices=["webhook", "alertmanager"],
+        default="webhook",
+        help="what proves an alert fired and resolved: a notification at the checker's webhook (default), or "
+        "Alertmanager's API, for clusters whose Alertmanager cannot reach the machine running the checker",
+    )
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    return p.parse_args(argv)
+
+
+@dataclass
+class Run:
+    """The live state of one run; threads share it through its lock."""
+
+    scenario: Scenario
+    args: argparse.Namespace
+    out: Path
+    services: list[ServiceTarget]
+    started: float = field(default_factory=time.time)
+    anchors: dict[str, float] = field(default_factory=dict)
+    actions_done: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def note(self, message: str) -> None:
+        print(f"loadtests: {message}", flush=True)
+        with self.lock:
+            self.notes.append(message)
+
+
+def _services(scenario: Scenario, specs: list[str]) -> list[ServiceTarget]:
+    given = {}
+    for spec in specs:
+        name, _, queue = spec.partition(":")
+        given[name] = ServiceTarget(name, queue or name)
+    missing = [svc for svc in scenario.services if svc not in given]
+    if given and missing:
+        raise Aborted(
+            f"--service names {sorted(given)}; the scenario loads {list(scenario.services)} too: "
+            f"add --service for {missing}"
+        )
+    return [given.get(svc, ServiceTarget(svc, svc)) for svc in scenario.services]
+
+
+def preflight(run: Run, kube: Kube, prom: Prometheus, am: Alertmanager, api_key: str) -> dict[str, Any]:
+    """Check every address answers and the API key works; read the HPAs' bounds and time scale."""
+    gw = run.args.gateway_url.rstrip("/")
+    try:
+        ready = httpx.get(f"{gw}/readyz", timeout=5)
+        probe = httpx.get(
+            f"{gw}/v1/jobs/stt-{'0' * 32}", headers={"Authorization": f"Bearer {api_key}"}, timeout=5
+        )
+    except httpx.HTTPError as exc:
+        raise Aborted(f"gateway {gw} does not answer: {exc}") from exc
+    if ready.status_code != 200:
+        raise Aborted(f"gateway {gw}/readyz answered {ready.status_code}: {ready.text[:200]}")
+    if probe.status_code == 401:
+        raise Aborted(f"gateway {gw} rejects the API key from {run.args.api_key_file}: {probe.text[:200]}")
+    try:
+        prom.ready()
+        am.ready()
+        hpas = {svc.name: kube.hpa(svc.name) for svc in run.services}
+        for svc in run.services:
+            kube.deployment(svc.name)
+    except SourceError as exc:
+        raise Aborted(str(exc)) from exc
+    return hpas
+
+
+def wait_for_baseline(run: Run, sampler: Sampler, am_active: list[str], timeout_s: float) -> None:
+    """Start from rest: every service at its HPA minimum with an empty queue, no expected alert active."""
+    deadline = time.monotonic() + timeout_s
+    reasons: list[str] = []
+    while time.monotonic() < deadline:
+        sample = sampler.latest()
+        if sample is None:
+            time.sleep(0.5)
+            continue
+        reasons = []
+        for svc in run.services:
+            row = sample["services"].get(svc.name, {})
+            low = row.get("hpa_min")
+            if row.get("ready") != low or row.get("hpa_desired") != low or row.get("replicas") != low:
+                reasons.append(
+                    f"{svc.name} at {row.get('ready')} ready / {row.get('replicas')} replicas "
+                    f"(HPA desired {row.get('hpa_desired')}, min {low})"
+                )
+            if row.get("queue_depth") is None or row["queue_depth"] > 0:
+                reasons.append(f"queue {svc.queue} depth {row.get('queue_depth')}")
+        active = set(sample.get("alerts_active") or [])
+        busy = sorted(k for k in active if k.split(" / ")[0] in am_active)
+        if busy:
+            reasons.append(f"alerts this scenario expects to fire are already active: {busy}")
+        if sample.get("errors"):
+            reasons.append(f"read errors: {sample['errors'][:2]}")
+        if not reasons:
+            return
+        time.sleep(sampler.interval_s)
+    raise Aborted(
+        f"the target did not reach its baseline within {timeout_s:g} s (another test may be using "
+        f"it): {'; '.join(reasons)}"
+    )
+
+
+def run_actions(run: Run, tail: LedgerTail, editor: BudgetEditor | None, stop: threading.Event) -> None:
+    """Execute the scenario's actions at their times, counted from the load start."""
+    pending = sorted(run.scenario.actions, key=lambda a: a.at_s)
+    while pending and not stop.is_set():
+        start = tail.poll().load_start
+        if start is None:
+            stop.wait(0.5)
+            continue
+        action = pending[0]
+        wait = start + action.at_s - time.time()
+        if wait > 0:
+            stop.wait(min(wait, 0.5))
+            continue
+        pending.pop(0)
+        entry: dict[str, Any] = {
+            "name": action.name,
+            "at_s": action.at_s,
+            "t": time.time(),
+            "what": action.describe(),
+        }
+        try:
+            assert editor is not None, "budget actions need a cost config"
+            if action.set_monthly_budget_usd:
+                entry["budgets_before"] = editor.set_budgets(action.set_monthly_budget_usd)
+            if action.restore_monthly_budget:
+                entry["restored"] = editor.restore_services(action.restore_monthly_budget)
+        except Exception as exc:  # the action's failure is reported; the run goes on and will fail on it
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        with run.lock:
+            run.actions_done.append(entry)
+            if "error" not in entry:
+                run.anchors[action.name] = entry["t"]
+        run.note(
+            f"action {action.name} at +{entry['t'] - start:.1f} s: {entry.get('error') or entry['what']}"
+        )
+
+
+def settled(run: Run, sampler: Sampler, book: AlertBook, hpa_min: dict[str, int]) -> bool:
+    """True once every after-load expectation has something to judge: services back at their minimum (for
+    three samples), expected alerts resolved, every action done."""
+    if len(run.actions_done) < len(run.scenario.actions):
+        return False
+    samples = sampler.snapshot()
+    end = run.anchors.get("load_end")
+    if end is None or not samples:
+        return False
+    for svc in run.scenario.expect.back_to_min:
+        since = back_to_min_time(samples, svc, hpa_min[svc], end)
+        if since is None or samples[-1]["t"] - since < 3 * sampler.interval_s:
+            return False
+    records = book.snapshot()
+    for exp in run.scenario.expect.alerts_fire:
+        if exp.resolve_after is None:
+            continue
+        anchor = run.anchors.get(exp.after)
+        if anchor is None:
+            return False
+        ev = run.args.alert_evidence
+        if not any(
+            exp.match.matches(r.labels) and (r.fired_at(ev) or 0) >= anchor - 1 and r.resolved_at(ev)
+            for r in records
+        ):
+            return False
+    return True
+
+
+def _locust(run: Run, ledger: Path, key_file: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "LOADTEST_SCENARIO": str(run.scenario.path),
+        "LOADTEST_LEDGER": str(ledger),
+        "LOADTEST_API_KEY_FILE": str(key_file),
+        "HARNESS_STATE_DIR": str(run.args.state_dir),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        run.args.gateway_url,
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--stop-timeout",
+        "15",
+        "--csv",
+        str(run.out / "locust"),
+        "--html",
+        str(run.out / "locust.html"),
+    ]
+    log = (run.out / "locust.log").open("wb")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)  # noqa: S603
+
+
+def execute(args: argparse.Namespace) -> int:
+    scenario = scenario_mod.load_scenario(args.scenario)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.output_dir or args.state_dir / "loadtests" / f"{scenario.name}-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    args.api_key_file = args.api_key_file or args.state_dir / "gateway" / "first-api-key"
+    args.kubeconfig = args.kubeconfig or args.state_dir / "kubeconfig"
+    run = Run(scenario, args, out, _services(scenario, args.service))
+    print(f"loadtests: scenario {scenario.name} -> {out}", flush=True)
+    target = {
+        "name": args.target_name,
+        "gateway_url": args.gateway_url,
+        "prometheus_url": args.prometheus_url,
+        "alertmanager_url": args.alertmanager_url,
+        "webhook": f"http://{args.webhook_listen}/alerts",
+        "alert_evidence": args.alert_evidence,
+        "kubeconfig": str(args.kubeconfig),
+        "namespace": args.namespace,
+        "services": {s.name: s.queue for s in run.services},
+    }
+
+    ledger_path = out / "jobs.jsonl"
+    tail = LedgerTail(ledger_path)
+    book = AlertBook()
+    editor: BudgetEditor | None = None
+    receiver: WebhookReceiver | None = None
+    sampler: Sampler | None = None
+    locust: subprocess.Popen | None = None
+    stop_actions = threading.Event()
+    actions_thread: threading.Thread | None = None
+    accounting: Accounting | None = None
+    hpa_bounds: dict[str, tuple[int, int]] = {}
+    time_scale: dict[str, int] = {}
+    aborted: str | None = None
+    try:
+        try:
+            api_key = args.api_key_file.read_text().strip()
+        except OSError as exc:
+            raise Aborted(f"cannot read the gateway API key from {args.api_key_file}: {exc}") from exc
+        kube = Kube(str(args.kubeconfig), args.namespace)
+        prom, am = Prometheus(args.prometheus_url), Alertmanager(args.alertmanager_url)
+        hpas = preflight(run, kube, prom, am, api_key)
+        hpa_bounds = {n: (h.min_replicas, h.max_replicas) for n, h in hpas.items()}
+        time_scale = {n: h.time_scale for n, h in hpas.items()}
+        if scenario.budget_services():
+            editor = BudgetEditor(
+                store_from_spec(args.cost_config or str(args.state_dir / "cost-exporter.yml"), kube)
+            )
+            restored = editor.recover()
+            if restored:
+                run.note(restored)
+            missing = scenario.budget_services() - set(editor.budgets())
+            if missing:
+                raise Aborted(f"cost config {editor.store.describe()} has no service(s) {sorted(missing)}")
+        host, _, port = args.webhook_listen.rpartition(":")
+        receiver = WebhookReceiver.start(book, host or "127.0.0.1", int(port))
+        sampler = Sampler(run.services, kube, prom, am, book, tail, args.sample_interval)
+        sampler.start()
+        wait_for_baseline(
+            run,
+            sampler,
+            [a.match.alertname for a in scenario.expect.alerts_fire],
+            scenario.timeouts.baseline_s,
+        )
+        run.anchors["run_start"] = time.time()
+        run.note(f"baseline reached after {run.anchors['run_start'] - run.started:.0f} s")
+        if "stt" in scenario.services:
+            ensure_clips(scenario.load.phrases)
+        run.note(
+            f"starting {scenario.load.duration_s:g} s of load "
+            f"({', '.join(f'{s.name}: {s.users} users' for s in scenario.load.stages)})"
+        )
+        locust = _locust(run, ledger_path, args.api_key_file)
+        actions_thread = threading.Thread(
+            target=run_actions, args=(run, tail, editor, stop_actions), name="actions", daemon=True
+        )
+        actions_thread.start()
+        locust_deadline = time.monotonic() + scenario.load.duration_s + 120
+        while locust.poll() is None:
+            if time.monotonic() > locust_deadline:
+                locust.terminate()
+                raise Aborted(
+                    f"Locust still running {scenario.load.duration_s + 120:g} s after start; stopped"
+                )
+            time.sleep(1)
+        state = tail.poll()
+        if state.load_start is None:
+            raise Aborted(
+                f"Locust exited with code {locust.returncode} before the load started; see "
+                f"{out / 'locust.log'}"
+            )
+        run.anchors["load_start"] = state.load_start
+        run.anchors["load_end"] = state.load_stop or time.time()
+        jobs = state.jobs
+        run.note(
+            f"load ended: {len(jobs)} jobs accepted, {len(state.submissions) - len(jobs)} submissions "
+            f"rejected; waiting for every job to finish (up to {scenario.timeouts.drain_s:g} s)"
+        )
+        poller = JobPoller(args.gateway_url, api_key)
+        accounting = poller.drain(jobs, scenario.timeouts.drain_s)
+        counts = accounting.counts()
+        run.note(f"jobs: completed {counts['completed']}, failed {counts['failed']}, lost {counts['lost']}")
+        factor = max(scenario.written_for_time_scale / time_scale.get(s, 1) for s in scenario.services)
+        settle_deadline = run.anchors["load_end"] + scenario.timeouts.settle_s * factor
+        mins = {n: b[0] for n, b in hpa_bounds.items()}
+        while time.time() < settle_deadline and not settled(run, sampler, book, mins):
+            time.sleep(sampler.interval_s)
+        if not settled(run, sampler, book, mins):
+            run.note(
+                f"stopped waiting for scale-down/alert resolution at the settle limit "
+                f"({scenario.timeouts.settle_s * factor:g} s after load end)"
+            )
+    except Aborted as exc:
+        aborted = str(exc)
+        print(f"loadtests: ABORTED: {aborted}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        aborted = "interrupted"
+        print("loadtests: interrupted; cleaning up", file=sys.stderr, flush=True)
+    finally:
+        stop_actions.set()
+        if locust is not None and locust.poll() is None:
+            locust.terminate()
+            try:
+                locust.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                locust.kill()
+        if actions_thread is not None:
+            actions_thread.join(timeout=10)
+        if sampler is not None:
+            sampler.stop()
+        if receiver is not None:
+            receiver.stop()
+        if editor is not None:
+            try:
+                if editor.restore_all():
+                    run.note(f"restored the original {editor.store.describe()}")
+            except Exception as exc:
+                run.note(f"COULD NOT restore {editor.store.describe()}: {exc}; its backup is kept")
+    run_end = time.time()
+    facts = RunFacts(
+        scenario,
+        # The timeline starts when the baseline was reached (the wait for it is in the notes), or holds every
+        # sample when the run never got that far.
+        [s for s in (sampler.snapshot() if sampler else []) if s["t"] >= run.anchors.get("run_start", 0) - 4],
+        tail.poll(),
+        accounting,
+        book.snapshot(),
+        dict(run.anchors),
+        time_scale,
+        hpa_bounds,
+        run_end,
+        locust.returncode if locust else None,
+        args.alert_evidence,
+    )
+    results = evaluate(facts)
+    png = None if args.no_plot else out / "timeline.png"
+    report = build_report(
+        facts, results, target, run.started, run.actions_done, str(png) if png else None, run.notes
+    )
+    if aborted:
+        report["status"], report["passed"], report["aborted"] = "aborted", False, aborted
+    write_report(report, out / "report.json")
+    if png is not None:
+        try:
+            draw(report, png)
+        except Exception as exc:  # a plot failure must not hide the verdict
+            print(f"loadtests: could not draw {png}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            png = None
+            report["plot"] = None
+            write_report(report, out / "report.json")
+    print()
+    print(summary(report))
+    if aborted:
+        print(f"\nABORTED: {aborted}")
+    print(f"\nreport: {out / 'report.json'}")
+    if png is not None:
+        print(f"timeline: {png}")
+    if aborted:
+        return 2
+    return 0 if report["passed"] else 1
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for name in scenario_mod.available():
+            print(f"{name:16} {scenario_mod.load_scenario(name).description.splitlines()[0][:90]}")
+        return 0
+    # SIGTERM (ansible timeout, CI cancel) unwinds like Ctrl-C so budgets are restored and Locust stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return execute(args)
+    except ScenarioError as exc:
+        print(f"loadtests: invalid scenario: {exc}", file=sys.stderr)
+        return 2
+    except Aborted as exc:
+        print(f"loadtests: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""What the checker reads: HPAs and Deployments from the Kubernetes API, series from Prometheus, active
+alerts from Alertmanager. Each read returns plain data; a failed read raises ``SourceError`` with the URL
+or object and the reason, and the sampler records it in the sample instead of stopping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+TIME_SCALE_ANNOTATION = "harness.local/time-scale"
+
+
+class SourceError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class HpaState:
+    service: str
+    min_replicas: int
+    max_replicas: int
+    current_replicas: int | None
+    desired_replicas: int | None
+    time_scale: int
+    metrics: dict[str, float]
+    conditions: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    service: str
+    spec_replicas: int | None
+    replicas: int
+    ready_replicas: int
+
+
+def _quantity(value: str | None) -> float | None:
+    """A Kubernetes quantity (``12``, ``2500m``, ``1.5k``) as a float."""
+    if value is None:
+        return None
+    suffixes = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 1024.0, "Mi": 1024.0**2, "Gi": 1024.0**3}
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * suffixes[suffix]
+    return float(value)
+
+
+def _metric_values(status_metrics: list[dict[str, Any]] | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in status_metrics or []:
+        kind = item.get("type", "")
+        body = item.get(kind[:1].lower() + kind[1:]) or {}
+        current = body.get("current") or {}
+        if kind == "Resource":
+            name = body.get("name", "resource")
+            value = current.get("averageUtilization")
+            value = None if value is None else float(value)
+        else:
+            name = (body.get("metric") or {}).get("name", kind)
+            value = _quantity(current.get("averageValue") or current.get("value"))
+        if value is not None:
+            out[name] = value
+    return out
+
+
+class Kube:
+    """HPAs and Deployments of the model services, read through the official client."""
+
+    def __init__(self, kubeconfig: str, namespace: str) -> None:
+        from kubernetes import client, config
+
+        self.namespace = namespace
+        api_client = config.new_client_from_config(config_file=kubeconfig)
+        self._api = api_client
+        self.autoscaling = client.AutoscalingV2Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    def hpa(self, service: str) -> HpaState:
+        try:
+            raw = self._api.sanitize_for_serialization(
+                self.autoscaling.read_namespaced_horizontal_pod_autoscaler(
+                    service, self.namespace, _request_timeout=5
+                )
+            )
+        except Exception as exc:
+            raise SourceError(f"HPA {self.namespace}/{service}: {_reason(exc)}") from exc
+        spec, status = raw.get("spec", {}), raw.get("status", {}) or {}
+        annotations = raw.get("metadata", {}).get("annotations") or {}
+        try:
+            scale = int(annotations.get(TIME_SCALE_ANNOTATION, "1"))
+        except ValueError:
+            scale = 1
+        return HpaState(
+            service,
+            int(spec.get("minReplicas", 1)),
+            int(spec["maxReplicas"]),
+            status.get("currentReplicas"),
+            status.get("desiredReplicas"),
+            max(1, scale),
+            _metric_values(status.get("currentMetrics")),
+            {c["type"]: c["status"] for c in status.get("conditions") or []},
+        )
+
+    def deployment(self, service: str) -> DeploymentState:
+        try:
+            dep = self.apps.read_namespaced_deployment(service, self.namespace, _request_timeout=5)
+        except Exception as exc:
+            raise SourceError(f"Deployment {self.namespace}/{service}: {_reason(exc)}") from exc
+        status = dep.status
+        return DeploymentState(service, dep.spec.replicas, status.replicas or 0, status.ready_replicas or 0)
+
+    def read_config_map(self, namespace: str, name: str) -> dict[str, str]:
+        return self.core.read_namespaced_config_map(name, namespace, _request_timeout=5).data or {}
+
+    def patch_config_map(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        self.core.patch_namespaced_config_map(name, namespace, {"data": data}, _request_timeout=5)
+
+
+def _reason(exc: Exception) -> str:
+    status = getattr(exc, "status", None)
+    reason = getattr(exc, "reason", None)
+    if status is not None:
+        return f"HTTP {status} {reason or ''}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Prometheus:
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(timeout=timeout)
+
+    def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
+        try:
+            resp = self.http.get(f"{self.url}/api/v1/query", params={"query": expr})
+            resp.raise_for_status()
+            body = resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise SourceError(f"Prometheus {self.url} query {expr!r}: {exc}") from exc
+        if body.get("status") != "success":
+            raise SourceError(f"Prometheus query {expr!r}: {body.get('error', body)}")
+        return [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
+
+    def by_label(self, expr: str, label: str) -> dict[str, float]:
+        return {metric.get(label, ""): value for metric, value in self.query(expr)}
+
+    def ready(self) -> None:
+        try:
+            self.http.get(f"{self.url}/-/ready").raise_for_status()
+        except httpx.HTTPError as exc:
+            raise SourceError(f"Prometheus at {self.url} is not ready: {exc}") from exc
+
+
+class Alertmanager:
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(timeout=timeout)
+
+    def active_alerts(self) -> list[dict[str, Any]]:
+        """Alerts Alertmanager holds as active (not silenced or inhibited): labels, startsAt, fingerprint."""
+        try:
+            resp = self.http.get(
+                f"{self.url}/api/v2/alerts",
+                params={"active": "true", "silenced": "false", "inhibited": "false"},
+            )
+            resp.raise_for_status()
+            return resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise SourceError(f"Alertmanager {self.url}/api/v2/alerts: {exc}") from exc
+
+    def ready(self) -> None:
+        try:
+            self.http.get(f"{self.url}/-/ready").raise_for_status()
+        except httpx.HTTPError as exc:
+            raise SourceError(f"Alertmanager at {self.url} is not ready: {exc}") from exc

@@ -1,0 +1,512 @@
+"""The checker's parts on recorded data: expectations judged from samples, alerts from webhook payloads,
+no-loss accounting against a scripted gateway, budget edits on a file, the report, the summary and the PNG."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from loadtests import plot
+from loadtests.accounting import JobPoller
+from loadtests.alerts import AlertBook
+from loadtests.budgets import BudgetEditor, FileStore
+from loadtests.expectations import RunFacts, evaluate, percentile
+from loadtests.ledger import LedgerTail, LedgerWriter, Submission, read_ledger
+from loadtests.report import build_report, summary, write_report
+from loadtests.scenario import parse_scenario
+
+T0 = 1_800_000_000.0  # load start
+LOAD_END = T0 + 60
+
+
+def replicas_at(rel: float) -> int:
+    """A scale-up to 8 and back: 2 -> 4 at +20 s, 8 at +30 s, 4 at +110 s, 2 at +125 s."""
+    if rel < 20:
+        return 2
+    if rel < 30:
+        return 4
+    if rel < 110:
+        return 8
+    return 4 if rel < 125 else 2
+
+
+def recorded_samples(service_max: int = 8) -> list[dict]:
+    samples = []
+    for i in range(-5, 90):
+        t = T0 + 2 * i
+        rel = t - T0
+        n = min(replicas_at(rel), service_max)
+        depth = max(0.0, min(rel, 60) * 0.8 - max(0, rel - 60) * 1.2) if rel > 0 else 0.0
+        row = {
+            "ready": n,
+            "replicas": n,
+            "hpa_desired": n,
+            "hpa_current": n,
+            "hpa_min": 2,
+            "hpa_max": 8,
+            "queue_depth": depth,
+            "cost_per_hour": 0.21 * n,
+            "budget_pct": 2.6 * n,
+        }
+        samples.append(
+            {
+                "t": t,
+                "stage": "surge" if 0 <= rel < 60 else None,
+                "users": 6 if 0 <= rel < 60 else 0,
+                "services": {"stt": row, "tts": dict(row, queue_depth=depth / 2)},
+                "alerts_active": [],
+                "errors": [],
+            }
+        )
+    return samples
+
+
+def scenario(**expect) -> object:
+    raw = {
+        "name": "unit",
+        "load": {
+            "stages": [{"name": "surge", "duration_s": 60, "users": 6, "spawn_rate": 2}],
+            "wait_s": [1, 2],
+            "mix": {"stt": 1, "tts": 1},
+        },
+        "expect": expect,
+    }
+    return parse_scenario(raw, "unit.yml")
+
+
+def ledger_state(tmp_path: Path):
+    path = tmp_path / "jobs.jsonl"
+    lines = [
+        {"kind": "load_start", "t": T0},
+        {"kind": "stage", "t": T0, "name": "surge", "users": 6, "spawn_rate": 2},
+    ]
+    for i in range(20):
+        svc = "stt" if i % 2 else "tts"
+        lines.append(
+            {
+                "kind": "submit",
+                "t": T0 + i,
+                "service": svc,
+                "ok": True,
+                "status": 202,
+                "latency_ms": 10.0 + i,
+                "job_id": f"{svc}-{i:032x}",
+            }
+        )
+    lines.append(
+        {
+            "kind": "submit",
+            "t": T0 + 30,
+            "service": "tts",
+            "ok": False,
+            "status": 429,
+            "latency_ms": 3.0,
+            "error": "HTTP 429: rate limited",
+        }
+    )
+    lines.append({"kind": "load_stop", "t": LOAD_END})
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return read_ledger(path)
+
+
+class ScriptedGateway:
+    """GET /v1/jobs/{id} answers from a script: a list of states per job, one per poll (last one repeats)."""
+
+    def __init__(self, script: dict[str, list[dict]]) -> None:
+        self.script = script
+        self.calls: dict[str, int] = {}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        job_id = request.url.path.rsplit("/", 1)[-1]
+        assert request.headers["Authorization"] == "Bearer k"
+        n = self.calls[job_id] = self.calls.get(job_id, 0) + 1
+        states = self.script[job_id]
+        body = states[min(n, len(states)) - 1]
+        if body.get("status") == 404:
+            return httpx.Response(404, json={"error": {"code": "job_not_found", "message": "gone"}})
+        return httpx.Response(
+            200,
+            json={
+                "id": job_id,
+                "service": job_id[:3],
+                "attempts_made": 1,
+                "error": body.get("error"),
+                "timings": {"total_s": body.get("total_s")},
+                "status": body["status"],
+            },
+        )
+
+
+def poller(script: dict[str, list[dict]]) -> JobPoller:
+    client = httpx.Client(
+        base_url="http://gw",
+        transport=httpx.MockTransport(ScriptedGateway(script)),
+        headers={"Authorization": "Bearer k"},
+    )
+    return JobPoller("http://gw", "k", max_rps=1000, client=client)
+
+
+def accounting_for(state, lost_one: bool = False, failed_one: bool = False):
+    script = {}
+    for i, job in enumerate(state.jobs):
+        script[job.job_id] = [
+            {"status": "waiting"},
+            {"status": "active"},
+            {"status": "completed", "total_s": 5.0 + i},
+        ]
+    jobs = state.jobs
+    if failed_one:
+        script[jobs[0].job_id] = [{"status": "failed", "error": "audio could not be decoded"}]
+    if lost_one:
+        script[jobs[1].job_id] = [{"status": 404}]
+    return poller(script).drain(jobs, deadline_s=5, round_pause_s=0)
+
+
+def facts(tmp_path, scen, samples=None, alerts=None, anchors=None, **kw) -> RunFacts:
+    state = ledger_state(tmp_path)
+    return RunFacts(
+        scen,
+        samples if samples is not None else recorded_samples(),
+        state,
+        kw.get("accounting") or accounting_for(state),
+        alerts or [],
+        anchors or {"run_start": T0 - 10, "load_start": T0, "load_end": LOAD_END},
+        {"stt": 10, "tts": 10},
+        {"stt": (2, 8), "tts": (2, 8)},
+        T0 + 180,
+        0,
+    )
+
+
+def by_name(results):
+    return {r.name: r for r in results}
+
+
+def test_percentile_matches_numpy():
+    values = [3.0, 1.0, 7.5, 2.2, 9.9, 4.4, 6.1]
+    for q in (50, 90, 95, 99):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    assert percentile([], 95) is None
+
+
+def test_scaling_expectations_pass_on_a_good_run(tmp_path):
+    scen = scenario(
+        scale_up={"stt": {"at_least_replicas": 8, "within_s": 40}},
+        back_to_min={"stt": {"within_s": 80}},
+        replica_bounds=True,
+    )
+    results = by_name(evaluate(facts(tmp_path, scen)))
+    assert results["scale_up.stt"].passed and results["scale_up.stt"].value == 30.0
+    assert results["back_to_min.stt"].passed and results["back_to_min.stt"].value == 66.0  # +126 s - 60 s
+    assert results["replica_bounds.stt"].passed
+    assert results["load.ran"].passed
+
+
+def test_failures_name_the_expectation_and_the_observed_value(tmp_path):
+    scen = scenario(
+        scale_up={
+            "stt": {"at_least_replicas": 9, "within_s": 40},
+            "tts": {"at_least_replicas": 8, "within_s": 20},
+        },
+        back_to_min={"stt": {"within_s": 30}},
+    )
+    results = by_name(evaluate(facts(tmp_path, scen)))
+    impossible = results["scale_up.stt"]
+    assert not impossible.passed
+    assert (
+        impossible.observed == "never reached 9: at most 8 ready replicas (HPA desired at most 8, HPA max 8)"
+    )
+    late = results["scale_up.tts"]
+    assert not late.passed and late.value == 30.0 and "8 ready after 30.0 s" in late.observed
+    assert not results["back_to_min.stt"].passed and results["back_to_min.stt"].value == 66.0
+
+
+def test_back_to_min_fails_when_the_service_never_settles(tmp_path):
+    samples = recorded_samples()
+    for s in samples[-10:]:
+        s["services"]["stt"].update(ready=3, replicas=3, hpa_desired=3)
+    results = by_name(evaluate(facts(tmp_path, scenario(back_to_min={"stt": {"within_s": 500}}), samples)))
+    assert not results["back_to_min.stt"].passed
+    assert "still at 3 ready replicas (HPA desired 3)" in results["back_to_min.stt"].observed
+
+
+def test_time_scale_stretches_hpa_bounds(tmp_path):
+    scen = scenario(scale_up={"stt": {"at_least_replicas": 8, "within_s": 20}})
+    f = facts(tmp_path, scen)
+    assert not by_name(evaluate(f))["scale_up.stt"].passed  # 30 s > 20 s at the fast profile's scale
+    f.time_scale = {"stt": 1, "tts": 1}  # standard profile: policy periods 10x longer
+    result = by_name(evaluate(f))["scale_up.stt"]
+    assert result.passed and "within 200 s" in result.expected
+
+
+def test_job_accounting_counts_every_job(tmp_path):
+    state = ledger_state(tmp_path)
+    acc = accounting_for(state, lost_one=True, failed_one=True)
+    counts = acc.counts()
+    assert counts["submitted"] == 20 == counts["completed"] + counts["failed"] + counts["lost"]
+    assert (counts["completed"], counts["failed"], counts["lost"]) == (18, 1, 1)
+    assert acc.failed()[0]["reason"] == "audio could not be decoded"
+    assert "no longer knows" in acc.lost()[0]["reason"]
+    results = by_name(
+        evaluate(
+            facts(
+                tmp_path,
+                scenario(jobs={"max_lost": 0, "max_failed": 0, "max_submit_errors": 0}),
+                accounting=acc,
+            )
+        )
+    )
+    assert not results["jobs.lost"].passed and results["jobs.lost"].value == 1
+    assert (
+        not results["jobs.failed"].passed and "audio could not be decoded" in results["jobs.failed"].observed
+    )
+    assert not results["jobs.submit_errors"].passed and "HTTP 429" in results["jobs.submit_errors"].observed
+
+
+def test_a_job_unfinished_at_the_deadline_is_lost_with_its_state(tmp_path):
+    state = ledger_state(tmp_path)
+    script = {j.job_id: [{"status": "completed", "total_s": 1.0}] for j in state.jobs}
+    script[state.jobs[-1].job_id] = [{"status": "active"}]
+    acc = poller(script).drain(state.jobs, deadline_s=0.2, round_pause_s=0.05)
+    assert acc.timed_out and acc.counts()["lost"] == 1
+    assert acc.lost()[0]["reason"] == "still 'active' when the drain deadline passed"
+
+
+def test_latency_bounds(tmp_path):
+    scen = scenario(latency_p95={"gateway_ms": 25, "job_completion_s": {"stt": 100, "tts": 10}})
+    results = by_name(evaluate(facts(tmp_path, scen)))
+    gateway = results["latency_p95.gateway_ms"]  # 21 answered requests: 3 ms and 10..29 ms
+    assert gateway.value == pytest.approx(percentile([3.0, *[10.0 + i for i in range(20)]], 95))
+    assert not gateway.passed
+    assert results["latency_p95.job_completion_s.stt"].passed
+    assert not results["latency_p95.job_completion_s.tts"].passed
+
+
+def webhook(
+    status: str, alertname: str, service: str, starts: str, ends: str = "0001-01-01T00:00:00Z"
+) -> dict:
+    return {
+        "status": status,
+        "alerts": [
+            {
+                "status": status,
+                "labels": {"alertname": alertname, "service": service},
+                "startsAt": starts,
+                "endsAt": ends,
+                "fingerprint": f"fp-{service}",
+            }
+        ],
+    }
+
+
+def iso(t: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_alert_fire_and_resolve_from_webhook_notifications(tmp_path):
+    book = AlertBook()
+    lower, restore = T0 + 10, T0 + 45
+    book.on_webhook(webhook("firing", "BudgetThresholdExceeded", "stt", iso(lower + 3)), received=lower + 4)
+    book.on_webhook(webhook("firing", "BudgetThresholdExceeded", "stt", iso(lower + 3)), received=lower + 64)
+    book.on_webhook(
+        webhook("resolved", "BudgetThresholdExceeded", "stt", iso(lower + 3), iso(restore + 5)),
+        received=restore + 9,
+    )
+    book.on_poll(
+        [
+            {
+                "labels": {"alertname": "HighGPUCost", "service": "tts"},
+                "fingerprint": "x",
+                "startsAt": iso(T0 + 50),
+            }
+        ],
+        polled=T0 + 51,
+    )
+    raw = {
+        "name": "unit",
+        "load": {
+            "stages": [{"name": "a", "duration_s": 60, "users": 1, "spawn_rate": 1}],
+            "wait_s": [1, 2],
+            "mix": {"stt": 1, "tts": 1},
+        },
+        "actions": [
+            {"name": "lower", "at_s": 10, "set_monthly_budget_usd": {"stt": 1}},
+            {"name": "restore", "at_s": 45, "restore_monthly_budget": ["stt"]},
+        ],
+        "expect": {
+            "alerts_fire": [
+                {
+                    "alertname": "BudgetThresholdExceeded",
+                    "labels": {"service": "stt"},
+                    "after": "lower",
+                    "within_s": 30,
+                    "resolve": {"after": "restore", "within_s": 5},
+                }
+            ],
+            "alerts_not_fire": [
+                "HighGPUCost",
+                {"alertname": "BudgetThresholdExceeded", "labels": {"service": "tts"}},
+            ],
+        },
+    }
+    anchors = {
+        "run_start": T0 - 10,
+        "load_start": T0,
+        "load_end": LOAD_END,
+        "lower": lower,
+        "restore": restore,
+    }
+    results = by_name(
+        evaluate(facts(tmp_path, parse_scenario(raw, "unit.yml"), alerts=book.snapshot(), anchors=anchors))
+    )
+    fired = results["alert_fires.BudgetThresholdExceeded{service=stt}"]
+    assert fired.passed and fired.value == 4.0
+    resolved = results["alert_resolves.BudgetThresholdExceeded{service=stt}"]
+    assert not resolved.passed and resolved.value == 9.0 and "9.0 s after restore" in resolved.observed
+    forbidden = results["alert_not_fires.HighGPUCost"]
+    assert not forbidden.passed and "active in Alertmanager 61 s into the run" in forbidden.observed
+    assert results["alert_not_fires.BudgetThresholdExceeded{service=tts}"].passed
+    spans = book.spans(T0 + 180)
+    assert spans["BudgetThresholdExceeded / stt"] == [(pytest.approx(lower + 3), pytest.approx(restore + 5))]
+
+
+def test_alert_seen_only_in_alertmanager_is_not_a_delivered_notification(tmp_path):
+    book = AlertBook()
+    book.on_poll(
+        [
+            {
+                "labels": {"alertname": "HPAAtMaxReplicas", "service": "stt"},
+                "fingerprint": "y",
+                "startsAt": iso(T0 + 40),
+            }
+        ],
+        polled=T0 + 41,
+    )
+    scen = scenario(alerts_fire=[{"alertname": "HPAAtMaxReplicas", "within_s": 60}])
+    result = by_name(evaluate(facts(tmp_path, scen, alerts=book.snapshot())))["alert_fires.HPAAtMaxReplicas"]
+    assert not result.passed and "no notification reached the webhook" in result.observed
+
+
+def test_budget_edits_are_undone_byte_for_byte(tmp_path):
+    config = tmp_path / "cost-exporter.yml"
+    original = (
+        '---\n# Ansible managed\nservice_label: "app.kubernetes.io/name"\nservices:\n'
+        '  - name: "stt"\n    namespace: "model-serving"\n    queue: "stt"\n    monthly_budget_usd: 1500.0\n'
+        '  - name: "tts"\n    namespace: "model-serving"\n    queue: "tts"\n    monthly_budget_usd: 900.0\n'
+    )
+    config.write_text(original)
+    editor = BudgetEditor(FileStore(config))
+    assert editor.set_budgets({"stt": 1}) == {"stt": 1500.0}
+    assert editor.budgets() == {"stt": 1.0, "tts": 900.0}
+    assert yaml.safe_load(config.read_text())["services"][0]["namespace"] == "model-serving"
+    assert (tmp_path / "cost-exporter.yml.loadtest-backup").read_text() == original
+    editor.set_budgets({"tts": 2})
+    assert editor.restore_services(("stt",)) == {"stt": 1500.0}
+    assert editor.budgets() == {"stt": 1500.0, "tts": 2.0}
+    editor.restore_services(("tts",))
+    assert config.read_text() == original  # every budget back: the original bytes, not a re-dump
+    assert not (tmp_path / "cost-exporter.yml.loadtest-backup").exists()
+    with pytest.raises(KeyError, match=r"no service\(s\) \['mt'\]"):
+        editor.set_budgets({"mt": 5})
+
+
+def test_a_backup_left_by_a_crashed_run_is_restored(tmp_path):
+    config = tmp_path / "cost.yml"
+    config.write_text("services:\n  - {name: stt, namespace: a, queue: stt, monthly_budget_usd: 10}\n")
+    BudgetEditor(FileStore(config)).set_budgets({"stt": 1})  # the run dies here: no restore
+    assert "monthly_budget_usd: 1.0" in config.read_text()
+    fresh = BudgetEditor(FileStore(config))
+    assert "interrupted run" in fresh.recover()
+    assert fresh.budgets() == {"stt": 10.0}
+    assert fresh.recover() is None
+
+
+def test_ledger_tail_waits_for_complete_lines(tmp_path):
+    path = tmp_path / "jobs.jsonl"
+    writer = LedgerWriter(path)
+    writer.write("load_start")
+    writer.write("submit", service="stt", ok=True, status=202, latency_ms=5.0, job_id="stt-" + "a" * 32)
+    with path.open("a") as handle:
+        handle.write('{"kind": "submit", "t": 1, "serv')
+    tail = LedgerTail(path)
+    state = tail.poll()
+    assert state.load_start is not None and len(state.jobs) == 1
+    with path.open("a") as handle:
+        handle.write('ice": "tts", "ok": false, "status": 500, "latency_ms": 2, "error": "HTTP 500"}\n')
+    state = tail.poll()
+    assert [s.ok for s in state.submissions] == [True, False] and state.bad_lines == 0
+    assert isinstance(state.submissions[1], Submission) and state.submissions[1].error == "HTTP 500"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_report_summary_and_timeline_from_recorded_samples(tmp_path):
+    book = AlertBook()
+    book.on_webhook(webhook("firing", "HPAAtMaxReplicas", "stt", iso(T0 + 62)), received=T0 + 63)
+    book.on_webhook(
+        webhook("resolved", "HPAAtMaxReplicas", "stt", iso(T0 + 62), iso(T0 + 112)), received=T0 + 115
+    )
+    scen = scenario(
+        scale_up={"stt": {"at_least_replicas": 9, "within_s": 40}},
+        back_to_min={"stt": {"within_s": 80}, "tts": {"within_s": 80}},
+        alerts_fire=[
+            {
+                "alertname": "HPAAtMaxReplicas",
+                "labels": {"service": "stt"},
+                "within_s": 90,
+                "resolve": {"after": "load_end", "within_s": 60},
+            }
+        ],
+    )
+    f = facts(tmp_path, scen, alerts=book.snapshot())
+    results = evaluate(f)
+    target = {"name": "unit-target"}
+    report = build_report(f, results, target, T0 - 10, [], str(tmp_path / "timeline.png"), [])
+    write_report(report, tmp_path / "report.json")
+    loaded = json.loads((tmp_path / "report.json").read_text())
+    assert loaded["status"] == "failed" and loaded["failed_expectations"] == ["scale_up.stt"]
+    assert loaded["jobs"]["submitted"] == 20 and loaded["jobs"]["lost"] == 0
+    assert loaded["jobs"]["submit_errors"] == {"HTTP 429: rate limited": 1}
+    assert loaded["scaling"]["stt"]["max_ready_replicas"] == 8
+    assert loaded["scaling"]["stt"]["first_scale_up_s"] == 20.0
+    assert loaded["scaling"]["stt"]["back_to_min_after_load_s"] == 66.0
+    assert loaded["alerts"]["spans"]["HPAAtMaxReplicas / stt"] == [[62.0, 112.0]]
+    assert loaded["latency"]["job_completion_s"]["all"]["count"] == 20
+    assert len(loaded["samples"]) == len(f.samples)
+
+    text = summary(loaded)
+    assert "Load test 'unit': FAILED" in text
+    fail_lines = [line for line in text.splitlines() if line.startswith("FAIL")]
+    assert len(fail_lines) == 1 and "scale_up.stt" in fail_lines[0] and "never reached 9" in fail_lines[0]
+    assert "jobs: submitted 20 = completed 20 + failed 0 + lost 0" in text
+
+    png = plot.draw(loaded, tmp_path / "timeline.png")
+    width, height = png_size(png)
+    assert width >= 1200 and height >= 1000
+    assert png.stat().st_size > 40_000  # four panels with data, not an empty figure
+
+    # Redrawn later from report.json alone, through the module's command line.
+    assert plot.main([str(tmp_path / "report.json"), "-o", str(tmp_path / "again.png")]) == 0
+    assert png_size(tmp_path / "again.png") == (width, height)
+
+
+def test_plot_copes_with_gaps_and_no_alerts(tmp_path):
+    samples = recorded_samples()
+    for s in samples[10:20]:
+        s["services"]["stt"] = {}  # reads failed: a gap, not zeros
+    f = facts(tmp_path, scenario(), samples=samples)
+    report = build_report(f, evaluate(f), {"name": "t"}, T0 - 10, [], None, [])
+    png = plot.draw(json.loads(json.dumps(report, default=str)), tmp_path / "gaps.png")
+    assert png_size(png)[0] >= 1200
