@@ -8,6 +8,13 @@ cache=${HARNESS_CACHE:-$HOME/.cache/gpu-serving-harness}
 py=${PYTHON:-python3}
 key=$( { cat "$here/requirements.txt"; $py -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16)
 venv="$cache/venv/$key"
+mkdir -p "$cache/venv"
+# One builder at a time: a second caller waits here, then finds the venv complete.
+exec 9>"$cache/venv/.lock-$key"
+if [ ! -f "$venv/.complete" ] && ! flock -n 9; then
+  echo "[venv] another process is building $venv; waiting for it" >&2
+  flock 9
+fi
 if [ ! -f "$venv/.complete" ]; then
   echo "[venv] creating $venv (first run downloads torch and the models: several minutes)" >&2
   rm -rf "$venv"; mkdir -p "$cache/venv"

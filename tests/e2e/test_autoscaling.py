@@ -73,14 +73,18 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         t0 = time.monotonic()
+        self.errors: list[str] = []
         while not self.stop.is_set():
-            dep = self.apps.read_namespaced_deployment("stt", stack.NAMESPACE)
-            self.samples.append({
-                "t": time.monotonic() - t0,
-                "replicas": dep.spec.replicas,
-                "depth": stack.prom_value('redis_queue_depth{queue_name="stt"}', 0.0),
-                "processes": _runner_processes(),
-            })
+            try:
+                dep = self.apps.read_namespaced_deployment("stt", stack.NAMESPACE)
+                self.samples.append({
+                    "t": time.monotonic() - t0,
+                    "replicas": dep.spec.replicas,
+                    "depth": stack.prom_value('redis_queue_depth{queue_name="stt"}', 0.0),
+                    "processes": _runner_processes(),
+                })
+            except Exception as exc:  # a failed read is recorded and retried; the waits name what is missing
+                self.errors.append(f"{time.monotonic() - t0:.1f}s {type(exc).__name__}: {exc}")
             self.stop.wait(1.0)
 
 
@@ -122,6 +126,9 @@ def test_queue_depth_scales_stt_up_to_max_and_back_to_min():
     finally:
         sampler.stop.set()
         sampler.join()
+        print("sampler errors:", sampler.errors[-5:])
+        print("samples (t, replicas, depth, processes):",
+              [(round(x["t"]), x["replicas"], x["depth"], x["processes"]) for x in sampler.samples][::5])
 
     samples = sampler.samples
     # The HPA limits a step by the replica count at the start of the policy period (now - periodSeconds),
