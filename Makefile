@@ -3,9 +3,12 @@ SHELL := /bin/bash
 INV ?= inventories/local
 IN_VENV := scripts/in-venv
 
-.PHONY: run test bootstrap provision lint pytest molecule teardown
+SCENARIO ?= surge
 
-run: bootstrap provision
+.PHONY: run test bootstrap provision loadtest lint pytest molecule teardown
+
+# The embedded default end to end: provision, then prove it under load (prints where report and plot are).
+run: bootstrap provision loadtest
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -13,10 +16,14 @@ bootstrap:
 provision:
 	$(IN_VENV) ansible-playbook -i $(INV) playbooks/site.yml
 
+loadtest:
+	$(IN_VENV) ansible-playbook -i $(INV) playbooks/loadtest.yml -e scenario=$(SCENARIO)
+
 teardown:
 	$(IN_VENV) ansible-playbook -i $(INV) playbooks/teardown.yml
 
-test: bootstrap lint pytest molecule
+# The whole suite: lint, the stack up (idempotent when it already runs), pytest against it, every molecule scenario.
+test: bootstrap lint provision pytest molecule
 
 lint:
 	$(IN_VENV) yamllint -s .
