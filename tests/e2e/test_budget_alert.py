@@ -23,7 +23,7 @@ class Receiver(ThreadingHTTPServer):
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 for alert in body.get("alerts", []):
                     outer.events.append((time.time(), alert["status"], alert["labels"].get("alertname", ""),

@@ -126,7 +126,8 @@ def adapter_serves(p: Pipeline) -> HopResult:
         try:
             items = _raw_get(p, path, {"labelSelector": f"queue_name={svc['queue']}"}).get("items", [])
         except client.ApiException as exc:
-            problems.append(f"adapter does not serve {p.queue_metric} for queue {svc['queue']}: {exc.status} {exc.reason}")
+            problems.append(f"adapter does not serve {p.queue_metric} for queue {svc['queue']}: "
+                            f"{exc.status} {exc.reason}")
             continue
         if not items:
             problems.append(f"adapter lists no {p.queue_metric} value for queue {svc['queue']}")
