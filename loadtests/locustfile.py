@@ -84,7 +84,8 @@ def _on_test_start(environment, **_kwargs) -> None:
 
 @events.test_stop.add_listener
 def _on_test_stop(environment, **_kwargs) -> None:
-    ledger().write("load_stop", scenario=SCENARIO.name)
+    if _ledger is not None:  # Locust also fires this when the web UI quits without a test having run
+        _ledger.write("load_stop", scenario=SCENARIO.name)
 
 
 class GatewayUser(FastHttpUser):
