@@ -47,9 +47,17 @@ def kube() -> client.ApiClient:
 
 
 def http_json(url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 10) -> dict:
-    req = urllib.request.Request(url, data=data, headers=headers or {})  # noqa: S310 (loopback URLs)
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-        return json.loads(resp.read())
+    """GET or POST JSON; a 429 (the gateway's per-key rate limit) is retried after its Retry-After."""
+    for _ in range(60):
+        req = urllib.request.Request(url, data=data, headers=headers or {})  # noqa: S310 (loopback URLs)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code != 429:
+                raise
+            time.sleep(float(exc.headers.get("Retry-After", "1")))
+    raise AssertionError(f"{url} kept answering 429 for 60 tries")
 
 
 def prom_query(expr: str) -> list[dict]:
@@ -96,14 +104,7 @@ def submit_stt(audio: bytes, key: str) -> str:
         f"Content-Type: audio/wav\r\n\r\n"
     ).encode() + audio + f"\r\n--{boundary}--\r\n".encode()
     headers = {"Authorization": f"Bearer {key}", "Content-Type": f"multipart/form-data; boundary={boundary}"}
-    for _ in range(50):
-        try:
-            return http_json(f"{GATEWAY}/v1/jobs/stt", data=body, headers=headers)["id"]
-        except urllib.error.HTTPError as exc:
-            if exc.code != 429:  # the per-key rate limit: wait as the gateway says, like a real client
-                raise
-            time.sleep(float(exc.headers.get("Retry-After", "1")))
-    raise AssertionError("the gateway kept answering 429 for 50 tries")
+    return http_json(f"{GATEWAY}/v1/jobs/stt", data=body, headers=headers)["id"]
 
 
 def job_status(job_id: str, key: str) -> dict:
