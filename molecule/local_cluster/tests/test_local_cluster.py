@@ -14,7 +14,7 @@ def _procs_of_this_cluster(host):
 
 def test_control_plane_processes_run(host):
     args = [p["args"] for p in _procs_of_this_cluster(host)]
-    for binary in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"):
+    for binary in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller"):
         assert any(a.split()[0].endswith("/" + binary) for a in args), f"{binary} not running: {args}"
 
 
