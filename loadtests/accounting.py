@@ -138,9 +138,7 @@ class JobPoller:
             # Within a queue jobs start in submission order: once one is still waiting, the later ones of that
             # service are too, so a round skips them (the last round checks every job).
             blocked: set[str] = set()
-            pending = sorted(
-                (o for o in acc.outcomes.values() if not o.finished), key=lambda o: o.submitted_at
-            )
+            pending = sorted((o for o in acc.outcomes.values() if not o.finished), key=lambda o: o.submitted_at)
             for outcome in pending:
                 if outcome.service in blocked and not last_round:
                     continue

@@ -133,11 +133,7 @@ class AlertBook:
                 record.am_last_seen = polled
                 keys.append(span_key(record.labels))
             for record in self.records.values():
-                if (
-                    record.am_last_seen is not None
-                    and record.am_gone is None
-                    and record.fingerprint not in listed
-                ):
+                if record.am_last_seen is not None and record.am_gone is None and record.fingerprint not in listed:
                     record.am_gone = polled
         return sorted(set(keys))
 

@@ -30,9 +30,7 @@ def _piper_wavs(phrases: tuple[str, ...]) -> list[bytes]:
 def _espeak_wavs(phrases: tuple[str, ...]) -> list[bytes]:
     espeak = shutil.which("espeak-ng") or shutil.which("espeak")
     if espeak is None:
-        raise RuntimeError(
-            "cannot make STT audio: piper did not load and neither espeak-ng nor espeak is on PATH"
-        )
+        raise RuntimeError("cannot make STT audio: piper did not load and neither espeak-ng nor espeak is on PATH")
     out = []
     with tempfile.TemporaryDirectory(prefix="loadtest-espeak-") as tmp:
         for i, text in enumerate(phrases):

@@ -45,9 +45,7 @@ class RunFacts:
 
     def factor(self, service: str) -> float:
         """Scenario bounds on HPA timing are written for one time scale; a target's HPAs may carry another."""
-        return self.scenario.written_for_time_scale / self.time_scale.get(
-            service, self.scenario.written_for_time_scale
-        )
+        return self.scenario.written_for_time_scale / self.time_scale.get(service, self.scenario.written_for_time_scale)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -95,9 +93,7 @@ def _load_ran(f: RunFacts) -> Result:
         )
     ran = stop - start
     ok = ran >= planned - 3 and f.locust_rc in (0, 1)  # 1: Locust saw failed requests, judged below
-    return Result(
-        "load.ran", expected, f"{ran:.1f} s of load, Locust exit code {f.locust_rc}", ok, round(ran, 1)
-    )
+    return Result("load.ran", expected, f"{ran:.1f} s of load, Locust exit code {f.locust_rc}", ok, round(ran, 1))
 
 
 def _scale_up(f: RunFacts, service: str) -> Result:
@@ -140,11 +136,7 @@ def back_to_min_time(samples: list[dict[str, Any]], service: str, minimum: int, 
     settled = None
     for s in rows:
         row = s["services"][service]
-        at_min = (
-            row.get("ready") == minimum
-            and row.get("replicas") == minimum
-            and row.get("hpa_desired") == minimum
-        )
+        at_min = row.get("ready") == minimum and row.get("replicas") == minimum and row.get("hpa_desired") == minimum
         if at_min and settled is None:
             settled = s["t"]
         elif not at_min:
@@ -202,9 +194,7 @@ def _alert_fires(f: RunFacts, index: int) -> list[Result]:
     if anchor is None:
         return [Result(f"alert_fires.{key}", expected, f"{exp.after} never happened", False)]
     # An episode that began before the anchor proves nothing about what the anchor caused.
-    fired = sorted(
-        (r for r in records if (r.fired_at(ev) or 0) >= anchor - 1), key=lambda r: r.fired_at(ev) or 0
-    )
+    fired = sorted((r for r in records if (r.fired_at(ev) or 0) >= anchor - 1), key=lambda r: r.fired_at(ev) or 0)
     record = fired[0] if fired else None
     if record is None:
         seen = [r for r in records if r.am_first_seen is not None]

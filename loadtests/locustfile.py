@@ -36,9 +36,7 @@ from loadtests.audio import ensure_clips  # noqa: E402
 from loadtests.ledger import LedgerWriter  # noqa: E402
 from loadtests.scenario import DEFAULT_SCENARIO, load_scenario  # noqa: E402
 
-STATE_DIR = Path(
-    os.environ.get("HARNESS_STATE_DIR") or Path.home() / ".local/state/gpu-serving-harness/local"
-)
+STATE_DIR = Path(os.environ.get("HARNESS_STATE_DIR") or Path.home() / ".local/state/gpu-serving-harness/local")
 SCENARIO = load_scenario(os.environ.get("LOADTEST_SCENARIO", DEFAULT_SCENARIO))
 API_KEY_FILE = Path(os.environ.get("LOADTEST_API_KEY_FILE", STATE_DIR / "gateway" / "first-api-key"))
 LEDGER_PATH = Path(
@@ -65,8 +63,7 @@ def api_key() -> str:
             _api_key = API_KEY_FILE.read_text().strip()
         except OSError as exc:
             raise SystemExit(
-                f"loadtests: cannot read the gateway API key from {API_KEY_FILE}: {exc}; "
-                "set LOADTEST_API_KEY_FILE"
+                f"loadtests: cannot read the gateway API key from {API_KEY_FILE}: {exc}; set LOADTEST_API_KEY_FILE"
             ) from None
     return _api_key
 
@@ -126,9 +123,7 @@ class GatewayUser(FastHttpUser):
             )
         else:
             response.success()
-            ledger().write(
-                "submit", service=self.service, ok=True, status=202, latency_ms=latency_ms, job_id=job_id
-            )
+            ledger().write("submit", service=self.service, ok=True, status=202, latency_ms=latency_ms, job_id=job_id)
 
 
 class SttUser(GatewayUser):

@@ -25,9 +25,7 @@ SERVICE_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brow
 STAGE_COLORS = ["#f3f3f3", "#e3ecf7"]
 
 
-def _series(
-    samples: list[dict[str, Any]], t0: float, service: str, key: str
-) -> tuple[list[float], list[float]]:
+def _series(samples: list[dict[str, Any]], t0: float, service: str, key: str) -> tuple[list[float], list[float]]:
     xs, ys = [], []
     for s in samples:
         value = s.get("services", {}).get(service, {}).get(key)
@@ -84,9 +82,7 @@ def draw(report: dict[str, Any], out: Path) -> Path:
             fontsize=8,
             color="dimgray",
         )
-    ax_q.text(
-        load_end, 0.97, " load end", transform=ax_q.get_xaxis_transform(), fontsize=8, va="top", rotation=90
-    )
+    ax_q.text(load_end, 0.97, " load end", transform=ax_q.get_xaxis_transform(), fontsize=8, va="top", rotation=90)
     for action in report.get("actions", []):
         if action.get("t") is not None:
             ax_c.text(
@@ -102,9 +98,7 @@ def draw(report: dict[str, Any], out: Path) -> Path:
 
     # Queue depth and users.
     for svc in services:
-        ax_q.plot(
-            *_series(samples, t0, svc, "queue_depth"), color=colors[svc], lw=2, label=f"{svc} queue depth"
-        )
+        ax_q.plot(*_series(samples, t0, svc, "queue_depth"), color=colors[svc], lw=2, label=f"{svc} queue depth")
     ax_q.set_ylabel("queue depth (jobs)")
     users_ax = ax_q.twinx()
     ux = [s["t"] - t0 for s in samples]
@@ -143,9 +137,7 @@ def draw(report: dict[str, Any], out: Path) -> Path:
 
     # Cost.
     for svc in services:
-        ax_c.plot(
-            *_series(samples, t0, svc, "cost_per_hour"), color=colors[svc], lw=2, label=f"{svc} GPU $/h"
-        )
+        ax_c.plot(*_series(samples, t0, svc, "cost_per_hour"), color=colors[svc], lw=2, label=f"{svc} GPU $/h")
     ax_c.set_ylabel("GPU cost (USD/h)")
     ax_c.set_ylim(bottom=0)
     budget_ax = ax_c.twinx()
@@ -171,9 +163,7 @@ def draw(report: dict[str, Any], out: Path) -> Path:
     for row, key in enumerate(alert_rows):
         name = key.split(" / ")[0]
         color = "tab:green" if name in expected else "tab:red" if name in forbidden else "darkgray"
-        ax_a.broken_barh(
-            [(a, max(b - a, 0.5)) for a, b in spans[key]], (row - 0.35, 0.7), color=color, alpha=0.8
-        )
+        ax_a.broken_barh([(a, max(b - a, 0.5)) for a, b in spans[key]], (row - 0.35, 0.7), color=color, alpha=0.8)
     ax_a.set_yticks(range(len(alert_rows)))
     ax_a.set_yticklabels(alert_rows, fontsize=8)
     ax_a.set_ylim(-0.6, max(len(alert_rows), 1) - 0.4)
@@ -190,9 +180,7 @@ def draw(report: dict[str, Any], out: Path) -> Path:
         ncol=3,
     )
     if not alert_rows:
-        ax_a.text(
-            0.5, 0.5, "no alert fired", transform=ax_a.transAxes, ha="center", va="center", color="gray"
-        )
+        ax_a.text(0.5, 0.5, "no alert fired", transform=ax_a.transAxes, ha="center", va="center", color="gray")
     ax_a.set_xlabel("seconds since the load started (dashed line: load end, red dotted: scenario actions)")
     if samples:
         ax_a.set_xlim(min(0.0, samples[0]["t"] - t0), samples[-1]["t"] - t0)

@@ -60,9 +60,7 @@ def build_report(
 ) -> dict[str, Any]:
     passed = all(r.passed for r in results)
     submissions = f.ledger.submissions
-    completed = (
-        [] if f.accounting is None else [o for o in f.accounting.outcomes.values() if o.state == "completed"]
-    )
+    completed = [] if f.accounting is None else [o for o in f.accounting.outcomes.values() if o.state == "completed"]
     services = sorted({s.service for s in submissions})
     errors: dict[str, int] = {}
     for s in submissions:
@@ -116,9 +114,7 @@ def build_report(
             }
             | {"all": latency_summary([s.latency_ms for s in submissions if s.status])},
             "job_completion_s": {
-                svc: latency_summary(
-                    [o.total_s for o in completed if o.service == svc and o.total_s is not None]
-                )
+                svc: latency_summary([o.total_s for o in completed if o.service == svc and o.total_s is not None])
                 for svc in services
             }
             | {"all": latency_summary([o.total_s for o in completed if o.total_s is not None])},
@@ -133,8 +129,7 @@ def build_report(
             "forbidden": sorted({m.alertname for m in f.scenario.expect.alerts_not_fire}),
             "records": [r.to_json() for r in f.alerts],
             "spans": {
-                k: [[round(a - load_start, 1), round(b - load_start, 1)] for a, b in v]
-                for k, v in _spans(f).items()
+                k: [[round(a - load_start, 1), round(b - load_start, 1)] for a, b in v] for k, v in _spans(f).items()
             },
         },
         "plot": png,
@@ -180,8 +175,7 @@ def summary(report: dict[str, Any]) -> str:
         "",
     ]
     rows = [
-        ["PASS" if e["passed"] else "FAIL", e["name"], e["expected"], e["observed"]]
-        for e in report["expectations"]
+        ["PASS" if e["passed"] else "FAIL", e["name"], e["expected"], e["observed"]] for e in report["expectations"]
     ]
     lines += _table(["result", "expectation", "expected", "observed"], rows, [6, 40, 58, 64])
     j = report["jobs"]
@@ -193,8 +187,7 @@ def summary(report: dict[str, Any]) -> str:
     ]
     for svc, c in sorted(j.get("by_service", {}).items()):
         lines.append(
-            f"  {svc}: submitted {c['submitted']}, completed {c['completed']}, failed {c['failed']}, "
-            f"lost {c['lost']}"
+            f"  {svc}: submitted {c['submitted']}, completed {c['completed']}, failed {c['failed']}, lost {c['lost']}"
         )
     lat = report["latency"]
     g, jc = lat["gateway_submit_ms"]["all"], lat["job_completion_s"]["all"]

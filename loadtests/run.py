@@ -56,9 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--scenario", default=scenario_mod.DEFAULT_SCENARIO, help="name in loadtests/scenarios or a path"
-    )
+    p.add_argument("--scenario", default=scenario_mod.DEFAULT_SCENARIO, help="name in loadtests/scenarios or a path")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.add_argument("--target-name", default="local", help="a name for the report (the inventory)")
     p.add_argument("--state-dir", type=Path, default=state, help="harness_state_dir (default: %(default)s)")
@@ -78,17 +76,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME:QUEUE",
-        help="a model service (HPA and Deployment NAME) and its queue; default: the scenario's "
-        "services, queue = name",
+        help="a model service (HPA and Deployment NAME) and its queue; default: the scenario's services, queue = name",
     )
     p.add_argument(
         "--cost-config",
         help="cost exporter config for budget actions: a file, or "
         "configmap:<namespace>/<name>/<key>; default <state-dir>/cost-exporter.yml",
     )
-    p.add_argument(
-        "--output-dir", type=Path, help="default: <state-dir>/loadtests/<scenario>-<UTC timestamp>"
-    )
+    p.add_argument("--output-dir", type=Path, help="default: <state-dir>/loadtests/<scenario>-<UTC timestamp>")
     p.add_argument("--sample-interval", type=float, default=2.0, help="seconds between samples")
     p.add_argument(
         "--alert-evidence",
@@ -140,9 +135,7 @@ def preflight(run: Run, kube: Kube, prom: Prometheus, am: Alertmanager, api_key:
     gw = run.args.gateway_url.rstrip("/")
     try:
         ready = httpx.get(f"{gw}/readyz", timeout=5)
-        probe = httpx.get(
-            f"{gw}/v1/jobs/stt-{'0' * 32}", headers={"Authorization": f"Bearer {api_key}"}, timeout=5
-        )
+        probe = httpx.get(f"{gw}/v1/jobs/stt-{'0' * 32}", headers={"Authorization": f"Bearer {api_key}"}, timeout=5)
     except httpx.HTTPError as exc:
         raise Aborted(f"gateway {gw} does not answer: {exc}") from exc
     if ready.status_code != 200:
@@ -227,9 +220,7 @@ def run_actions(run: Run, tail: LedgerTail, editor: BudgetEditor | None, stop: t
             run.actions_done.append(entry)
             if "error" not in entry:
                 run.anchors[action.name] = entry["t"]
-        run.note(
-            f"action {action.name} at +{entry['t'] - start:.1f} s: {entry.get('error') or entry['what']}"
-        )
+        run.note(f"action {action.name} at +{entry['t'] - start:.1f} s: {entry.get('error') or entry['what']}")
 
 
 def settled(run: Run, sampler: Sampler, book: AlertBook, hpa_min: dict[str, int]) -> bool:
@@ -254,8 +245,7 @@ def settled(run: Run, sampler: Sampler, book: AlertBook, hpa_min: dict[str, int]
             return False
         ev = run.args.alert_evidence
         if not any(
-            exp.match.matches(r.labels) and (r.fired_at(ev) or 0) >= anchor - 1 and r.resolved_at(ev)
-            for r in records
+            exp.match.matches(r.labels) and (r.fired_at(ev) or 0) >= anchor - 1 and r.resolved_at(ev) for r in records
         ):
             return False
     return True
@@ -338,9 +328,7 @@ def execute(args: argparse.Namespace) -> int:
         hpa_bounds = {n: (h.min_replicas, h.max_replicas) for n, h in hpas.items()}
         time_scale = {n: h.time_scale for n, h in hpas.items()}
         if scenario.budget_services():
-            editor = BudgetEditor(
-                store_from_spec(args.cost_config or str(args.state_dir / "cost-exporter.yml"), kube)
-            )
+            editor = BudgetEditor(store_from_spec(args.cost_config or str(args.state_dir / "cost-exporter.yml"), kube))
             restored = editor.recover()
             if restored:
                 run.note(restored)
@@ -374,15 +362,12 @@ def execute(args: argparse.Namespace) -> int:
         while locust.poll() is None:
             if time.monotonic() > locust_deadline:
                 locust.terminate()
-                raise Aborted(
-                    f"Locust still running {scenario.load.duration_s + 120:g} s after start; stopped"
-                )
+                raise Aborted(f"Locust still running {scenario.load.duration_s + 120:g} s after start; stopped")
             time.sleep(1)
         state = tail.poll()
         if state.load_start is None:
             raise Aborted(
-                f"Locust exited with code {locust.returncode} before the load started; see "
-                f"{out / 'locust.log'}"
+                f"Locust exited with code {locust.returncode} before the load started; see {out / 'locust.log'}"
             )
         run.anchors["load_start"] = state.load_start
         run.anchors["load_end"] = state.load_stop or time.time()
@@ -449,9 +434,7 @@ def execute(args: argparse.Namespace) -> int:
     )
     results = evaluate(facts)
     png = None if args.no_plot else out / "timeline.png"
-    report = build_report(
-        facts, results, target, run.started, run.actions_done, str(png) if png else None, run.notes
-    )
+    report = build_report(facts, results, target, run.started, run.actions_done, str(png) if png else None, run.notes)
     if aborted:
         report["status"], report["passed"], report["aborted"] = "aborted", False, aborted
     write_report(report, out / "report.json")

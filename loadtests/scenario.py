@@ -112,9 +112,7 @@ class AlertMatch:
         return f"{self.alertname}{{{labels}}}" if labels else self.alertname
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        return labels.get("alertname") == self.alertname and all(
-            labels.get(k) == v for k, v in self.labels.items()
-        )
+        return labels.get("alertname") == self.alertname and all(labels.get(k) == v for k, v in self.labels.items())
 
 
 @dataclass(frozen=True)
@@ -188,8 +186,7 @@ class _Checker:
         if not isinstance(raw, Mapping):
             raise self.fail(
                 where,
-                f"must be a mapping with keys {sorted(required | optional)}; "
-                f"got {type(raw).__name__} {_short(raw)}",
+                f"must be a mapping with keys {sorted(required | optional)}; got {type(raw).__name__} {_short(raw)}",
             )
         unknown = sorted(str(k) for k in raw if k not in required | optional)
         if unknown:
@@ -218,9 +215,7 @@ class _Checker:
         if not isinstance(raw, str) or not raw.strip():
             raise self.fail(where, f"must be a non-empty string; got {_short(raw)}")
         if pattern is not None and not pattern.match(raw):
-            raise self.fail(
-                where, f"{raw!r} must match {pattern.pattern} (lower case letters, digits, '-', '_')"
-            )
+            raise self.fail(where, f"{raw!r} must match {pattern.pattern} (lower case letters, digits, '-', '_')")
         return raw
 
     def service(self, raw: Any, where: str) -> str:
@@ -263,9 +258,7 @@ def _load(c: _Checker, raw: Any) -> Load:
     m = c.mapping(raw, "load", {"stages", "wait_s", "mix"}, {"texts", "phrases"})
     wait = m["wait_s"]
     if not isinstance(wait, list) or len(wait) != 2:
-        raise c.fail(
-            "load.wait_s", f"must be [min, max] seconds between one user's submissions; got {_short(wait)}"
-        )
+        raise c.fail("load.wait_s", f"must be [min, max] seconds between one user's submissions; got {_short(wait)}")
     low, high = c.number(wait[0], "load.wait_s[0]"), c.number(wait[1], "load.wait_s[1]")
     if low > high:
         raise c.fail("load.wait_s", f"min {low:g} is greater than max {high:g}")
@@ -292,9 +285,7 @@ def _actions(c: _Checker, raw: Any) -> tuple[Action, ...]:
         m = c.mapping(item, where, {"name", "at_s"}, {"set_monthly_budget_usd", "restore_monthly_budget"})
         name = c.string(m["name"], f"{where}.name", _NAME)
         if name in ANCHORS or any(a.name == name for a in actions):
-            raise c.fail(
-                f"{where}.name", f"{name!r} is already used (action names are unique and not {list(ANCHORS)})"
-            )
+            raise c.fail(f"{where}.name", f"{name!r} is already used (action names are unique and not {list(ANCHORS)})")
         budgets: dict[str, float] = {}
         if "set_monthly_budget_usd" in m:
             raw_budgets = c.mapping(
@@ -382,8 +373,7 @@ def _expect(c: _Checker, raw: Any, mix_services: set[str], actions: tuple[Action
             if svc not in mix_services:
                 raise c.fail(
                     f"expect.{key}.{svc}",
-                    f"service {svc!r} gets no load (load.mix gives it no weight); "
-                    f"load goes to {sorted(mix_services)}",
+                    f"service {svc!r} gets no load (load.mix gives it no weight); load goes to {sorted(mix_services)}",
                 )
         return section
 
@@ -410,9 +400,7 @@ def _expect(c: _Checker, raw: Any, mix_services: set[str], actions: tuple[Action
             "expect.alerts_not_fire",
             f"must be a list of alert names or {{alertname, labels}}; got {_short(not_fire_raw)}",
         )
-    not_fire = tuple(
-        _alert_match(c, item, f"expect.alerts_not_fire[{i}]") for i, item in enumerate(not_fire_raw)
-    )
+    not_fire = tuple(_alert_match(c, item, f"expect.alerts_not_fire[{i}]") for i, item in enumerate(not_fire_raw))
     for forbidden in not_fire:
         for wanted in fire:
             if forbidden.alertname == wanted.match.alertname and (
@@ -420,8 +408,7 @@ def _expect(c: _Checker, raw: Any, mix_services: set[str], actions: tuple[Action
             ):
                 raise c.fail(
                     "expect.alerts_not_fire",
-                    f"{forbidden.key()} is also in expect.alerts_fire; "
-                    "an alert cannot be both expected and forbidden",
+                    f"{forbidden.key()} is also in expect.alerts_fire; an alert cannot be both expected and forbidden",
                 )
     j = c.mapping(m.get("jobs", {}), "expect.jobs", set(), {"max_lost", "max_failed", "max_submit_errors"})
     jobs = JobLimits(
@@ -441,9 +428,7 @@ def _expect(c: _Checker, raw: Any, mix_services: set[str], actions: tuple[Action
     if "job_completion_s" in lat:
         raw_job = lat["job_completion_s"]
         if isinstance(raw_job, Mapping):
-            for svc, bound in c.mapping(
-                raw_job, "expect.latency_p95.job_completion_s", set(), set(SERVICES)
-            ).items():
+            for svc, bound in c.mapping(raw_job, "expect.latency_p95.job_completion_s", set(), set(SERVICES)).items():
                 job_s[svc] = c.number(bound, f"expect.latency_p95.job_completion_s.{svc}", 0, strict=True)
         else:
             job_s["all"] = c.number(raw_job, "expect.latency_p95.job_completion_s", 0, strict=True)

@@ -81,9 +81,7 @@ class Kube:
     def hpa(self, service: str) -> HpaState:
         try:
             raw = self._api.sanitize_for_serialization(
-                self.autoscaling.read_namespaced_horizontal_pod_autoscaler(
-                    service, self.namespace, _request_timeout=5
-                )
+                self.autoscaling.read_namespaced_horizontal_pod_autoscaler(service, self.namespace, _request_timeout=5)
             )
         except Exception as exc:
             raise SourceError(f"HPA {self.namespace}/{service}: {_reason(exc)}") from exc

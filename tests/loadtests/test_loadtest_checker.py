@@ -219,9 +219,7 @@ def test_failures_name_the_expectation_and_the_observed_value(tmp_path):
     results = by_name(evaluate(facts(tmp_path, scen)))
     impossible = results["scale_up.stt"]
     assert not impossible.passed
-    assert (
-        impossible.observed == "never reached 9: at most 8 ready replicas (HPA desired at most 8, HPA max 8)"
-    )
+    assert impossible.observed == "never reached 9: at most 8 ready replicas (HPA desired at most 8, HPA max 8)"
     late = results["scale_up.tts"]
     assert not late.passed and late.value == 30.0 and "8 ready after 30.0 s" in late.observed
     assert not results["back_to_min.stt"].passed and results["back_to_min.stt"].value == 66.0
@@ -263,9 +261,7 @@ def test_job_accounting_counts_every_job(tmp_path):
         )
     )
     assert not results["jobs.lost"].passed and results["jobs.lost"].value == 1
-    assert (
-        not results["jobs.failed"].passed and "audio could not be decoded" in results["jobs.failed"].observed
-    )
+    assert not results["jobs.failed"].passed and "audio could not be decoded" in results["jobs.failed"].observed
     assert not results["jobs.submit_errors"].passed and "HTTP 429" in results["jobs.submit_errors"].observed
 
 
@@ -288,9 +284,7 @@ def test_latency_bounds(tmp_path):
     assert not results["latency_p95.job_completion_s.tts"].passed
 
 
-def webhook(
-    status: str, alertname: str, service: str, starts: str, ends: str = "0001-01-01T00:00:00Z"
-) -> dict:
+def webhook(status: str, alertname: str, service: str, starts: str, ends: str = "0001-01-01T00:00:00Z") -> dict:
     return {
         "status": status,
         "alerts": [
@@ -455,9 +449,7 @@ def png_size(path: Path) -> tuple[int, int]:
 def test_report_summary_and_timeline_from_recorded_samples(tmp_path):
     book = AlertBook()
     book.on_webhook(webhook("firing", "HPAAtMaxReplicas", "stt", iso(T0 + 62)), received=T0 + 63)
-    book.on_webhook(
-        webhook("resolved", "HPAAtMaxReplicas", "stt", iso(T0 + 62), iso(T0 + 112)), received=T0 + 115
-    )
+    book.on_webhook(webhook("resolved", "HPAAtMaxReplicas", "stt", iso(T0 + 62), iso(T0 + 112)), received=T0 + 115)
     scen = scenario(
         scale_up={"stt": {"at_least_replicas": 9, "within_s": 40}},
         back_to_min={"stt": {"within_s": 80}, "tts": {"within_s": 80}},

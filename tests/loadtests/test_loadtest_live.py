@@ -54,9 +54,7 @@ def check_accounting(report: dict) -> None:
     assert jobs["submitted"] == jobs["completed"] + jobs["failed"] + jobs["lost"]
     assert len(jobs["failed_jobs"]) == jobs["failed"] and all(j["reason"] for j in jobs["failed_jobs"])
     assert jobs["lost"] == 0, jobs["lost_jobs"]
-    ledger = [
-        json.loads(line) for line in (Path(report["plot"]).parent / "jobs.jsonl").read_text().splitlines()
-    ]
+    ledger = [json.loads(line) for line in (Path(report["plot"]).parent / "jobs.jsonl").read_text().splitlines()]
     accepted = {r["job_id"] for r in ledger if r["kind"] == "submit" and r["ok"]}
     assert len(accepted) == jobs["submitted"]
 
