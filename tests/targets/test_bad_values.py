@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import REPO, ansible_playbook, clean_env  # noqa: E402
+from conftest import REPO, ansible_playbook, clean_env
 
 GKE_POOL = {"name": "gpu-l4", "node_count": 1, "instance_type": "g2-standard-8", "gpu_product": "NVIDIA-L4",
             "gpus_per_node": 1, "time_slicing_replicas": 4, "accelerator_type": "nvidia-l4"}

@@ -1,9 +1,7 @@
 """Without credentials a cloud run stops before the first cloud call, naming what is missing, without a traceback."""
 
-from pathlib import Path
 
 import pytest
-
 from conftest import REPO, ansible_playbook, clean_env
 
 PLAYBOOKS = ["tests/targets/cluster_roles.yml"]
@@ -21,7 +19,7 @@ def site_wired(role):
 
 def playbooks_for(role):
     if site_wired(role):
-        return PLAYBOOKS + ["playbooks/site.yml"]
+        return [*PLAYBOOKS, "playbooks/site.yml"]
     return PLAYBOOKS
 
 

@@ -11,9 +11,8 @@ Not covered here, and why:
 import uuid
 
 import pytest
-from kubernetes.dynamic.exceptions import ApiException, ResourceNotFoundError
-
 from conftest import TARGETS
+from kubernetes.dynamic.exceptions import ApiException, ResourceNotFoundError
 
 FIELD_MANAGER = "gpu-serving-harness-dry-run"
 
@@ -23,7 +22,9 @@ def namespaces(dynamic_client, rendered):
     """Namespaced objects are admitted only into existing namespaces: create the missing ones for real (labelled), and
     delete only those afterwards."""
     ns_api = dynamic_client.resources.get(api_version="v1", kind="Namespace")
-    wanted = {o["metadata"]["namespace"] for t in TARGETS for o in rendered[t]["objects"] if o["metadata"].get("namespace")}
+    wanted = {
+        o["metadata"]["namespace"] for t in TARGETS for o in rendered[t]["objects"] if o["metadata"].get("namespace")
+    }
     existing = {n.metadata.name for n in ns_api.get().items}
     made = sorted(wanted - existing)
     for name in made:
@@ -44,7 +45,9 @@ def test_objects_pass_server_side_dry_run(target, rendered, dynamic_client, name
         try:
             api = dynamic_client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
         except ResourceNotFoundError:
-            not_validated.append(f"{ident}: no {obj['apiVersion']} {obj['kind']} on this apiserver (CRD ships with a chart)")
+            not_validated.append(
+                f"{ident}: no {obj['apiVersion']} {obj['kind']} on this apiserver (CRD ships with a chart)"
+            )
             continue
         try:
             api.server_side_apply(body=obj, name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace"),

@@ -1,7 +1,6 @@
 """What each target's roles would send, rendered from its inventory, checked against the inventory."""
 
 import yaml
-
 from conftest import TARGETS
 
 
@@ -14,7 +13,7 @@ def test_every_target_renders_objects(rendered):
 def test_gke_node_pools_carry_native_time_sharing_spot_and_driver(rendered):
     r = rendered["gke"]
     assert len(r["gke_node_pools"]) == len(r["node_pools"])
-    for pool, body in zip(r["node_pools"], r["gke_node_pools"]):
+    for pool, body in zip(r["node_pools"], r["gke_node_pools"], strict=False):
         acc = body["config"]["accelerators"][0]
         assert body["name"] == pool["name"]
         assert acc["acceleratorType"] == pool["accelerator_type"]

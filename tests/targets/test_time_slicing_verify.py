@@ -4,7 +4,6 @@ nodes local_cluster made, and fails naming the node, the expected and the actual
 import uuid
 
 import pytest
-
 from conftest import ansible_playbook, clean_env
 
 PLAYBOOK = "tests/targets/verify_time_slicing.yml"
@@ -50,6 +49,7 @@ def test_check_fails_clearly_when_capacity_is_altered(broken_node, kubeconfig, t
                          "-e", f"harness_kubeconfig={kubeconfig}", env=clean_env(tmp_path))
     out = " ".join((r.stdout + r.stderr).split())
     assert r.returncode != 0, out[-3000:]
-    assert (f"Node {name}: nvidia.com/gpu capacity is 3, expected 4 (nvidia.com/gpu.count=1 x nvidia.com/gpu.replicas=4)"
+    assert (f"Node {name}: nvidia.com/gpu capacity is 3, expected 4 "
+            "(nvidia.com/gpu.count=1 x nvidia.com/gpu.replicas=4)"
             in out), out[-3000:]
     assert "Traceback" not in out

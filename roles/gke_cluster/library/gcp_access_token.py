@@ -1,12 +1,9 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Why a module: the GKE node pool settings this role needs (GPU time-sharing, GPU driver installation,
 # spot) are only reachable through the GKE REST API, which ansible.builtin.uri calls with an OAuth2
 # access token. google.cloud has no module or lookup that returns one, and minting it needs a signed
 # JWT (service account) or the metadata server, which google-auth does. Read-only: no changes made.
-from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type
 
 DOCUMENTATION = r"""
 module: gcp_access_token
@@ -91,7 +88,7 @@ def main():
         credentials = _credentials(module.params)
         credentials.refresh(Request())
     except Exception as exc:  # google-auth raises several unrelated types; report them all plainly.
-        module.fail_json(msg="could not obtain a Google access token with auth_kind=%s: %s" % (module.params["auth_kind"], exc))
+        module.fail_json(msg="could not obtain a Google access token with auth_kind={}: {}".format(module.params["auth_kind"], exc))
     expiry = credentials.expiry.isoformat() + "Z" if credentials.expiry else None
     module.exit_json(changed=False, access_token=credentials.token, expiry=expiry)
 
