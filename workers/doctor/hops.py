@@ -107,16 +107,24 @@ def apiservices_available(p: Pipeline) -> HopResult:
 
 
 def _raw_get(p: Pipeline, path: str, query: dict | None = None) -> dict:
-    """GET an aggregated-API path with the kubeconfig's credentials (no typed client exists for these)."""
-    method, url, headers, body, _ = p.api.param_serialize(
-        "GET", path, query_params=list((query or {}).items()), header_params={"Accept": "application/json"},
-        auth_settings=["BearerToken"],
-    )
-    resp = p.api.call_api(method, url, header_params=headers, body=body, _request_timeout=10)
-    resp.read()
-    if resp.status >= 400:
-        raise client.ApiException(status=resp.status, reason=resp.reason)
-    return json.loads(resp.data)
+    """GET an aggregated-API path with the kubeconfig's credentials (no typed client exists for these).
+
+    The kubernetes client's low-level call changed shape between releases (35.x: call_api with auth
+    settings; 37.x: param_serialize then call_api), so both are handled.
+    """
+    params = list((query or {}).items())
+    headers = {"Accept": "application/json"}
+    if hasattr(p.api, "param_serialize"):
+        method, url, hdrs, body, _ = p.api.param_serialize(
+            "GET", path, query_params=params, header_params=headers, auth_settings=["BearerToken"])
+        resp = p.api.call_api(method, url, header_params=hdrs, body=body, _request_timeout=10)
+        resp.read()
+        if resp.status >= 400:
+            raise client.ApiException(status=resp.status, reason=resp.reason)
+        return json.loads(resp.data)
+    return p.api.call_api(path, "GET", query_params=params, header_params=headers, auth_settings=["BearerToken"],
+                          response_type="object", _return_http_data_only=True, _preload_content=True,
+                          _request_timeout=10)
 
 
 def adapter_serves(p: Pipeline) -> HopResult:

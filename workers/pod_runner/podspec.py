@@ -76,6 +76,15 @@ def expand(text: str, env: Mapping[str, str]) -> str:
     return _VAR_REF.sub(sub, text)
 
 
+def _ip_list(status, *names: str) -> list:
+    """The kubernetes client names podIPs `pod_ips` in recent releases and `pod_i_ps` in older ones."""
+    for name in names:
+        value = getattr(status, name, None)
+        if value:
+            return value
+    return []
+
+
 def field_value(pod: V1Pod, path: str) -> str:
     status = pod.status or V1PodStatus()
     values = {
@@ -85,9 +94,9 @@ def field_value(pod: V1Pod, path: str) -> str:
         "spec.nodeName": pod.spec.node_name,
         "spec.serviceAccountName": pod.spec.service_account_name,
         "status.podIP": status.pod_ip,
-        "status.podIPs": ",".join(ip.ip for ip in status.pod_ips or []) or status.pod_ip,
+        "status.podIPs": ",".join(ip.ip for ip in _ip_list(status, "pod_ips", "pod_i_ps")) or status.pod_ip,
         "status.hostIP": status.host_ip,
-        "status.hostIPs": ",".join(ip.ip for ip in status.host_ips or []) or status.host_ip,
+        "status.hostIPs": ",".join(ip.ip for ip in _ip_list(status, "host_ips", "host_i_ps")) or status.host_ip,
     }
     match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
     if match:
