@@ -94,8 +94,10 @@ def test_speech_round_trip_gives_the_words_back(stack) -> None:
         result = got["result"]
         assert result["language"] == "en"
         assert abs(result["audio_seconds"] - said["result"]["audio_seconds"]) < 0.05
-        assert result["segments"] and all(0 <= s["start"] < s["end"] <= result["audio_seconds"] + 0.5
-                                          for s in result["segments"])
+        # Whisper predicts the closing timestamp token; on short clips it can land up to about a second past
+        # the end of the audio, so the bound allows 1 s.
+        assert result["segments"] and all(0 <= s["start"] < s["end"] <= result["audio_seconds"] + 1.0
+                                          for s in result["segments"]), (result["audio_seconds"], result["segments"])
         assert got["timings"]["queue_wait_s"] is not None and got["timings"]["processing_s"] > 0
 
     generated = sum(s["result"]["audio_seconds"] for s in spoken)

@@ -120,7 +120,9 @@ def test_batched_whisper_matches_one_by_one(transcriber: WhisperTranscriber, spe
     assert [t.text for t in batched] == [t.text for t in one_by_one]
     assert "quick brown fox" in batched[0].text.lower()
     assert batched[1].text == "" and batched[1].segments == []
-    assert batched[2].text.lower().count("quick brown fox") == 2
+    # Both copies are transcribed. The first word varies ("quick"/"quip") with CPU thread scheduling in
+    # CTranslate2's int8 kernels, so the count is over the words that are stable.
+    assert batched[2].text.lower().count("brown fox jumps over the lazy dog") == 2
     assert batched[2].segments[-1].start >= batched[0].segments[-1].end  # timestamps in the clip's own time
     assert [t.audio_seconds for t in batched] == [round(len(c) / 16000, 3) for c in clips]
 
