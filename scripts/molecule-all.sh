@@ -8,6 +8,9 @@ for dir in molecule/*/; do
   [ -f "$dir/molecule.yml" ] || continue
   echo "=== molecule test -s $s"
   t=$SECONDS
+  # The unmanaged driver never resets a scenario's state, so a second run would skip `prepare`
+  # (node_prep's root filesystem): start each scenario from a clean ephemeral directory.
+  molecule reset -s "$s" >/dev/null 2>&1 || true
   if molecule test -s "$s"; then passed+=("$s ($((SECONDS - t))s)"); else failed+=("$s ($((SECONDS - t))s)"); fi
 done
 echo "molecule: passed: ${passed[*]:-none}"
