@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from kubernetes import config as kube_config
 
@@ -33,7 +34,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--prometheus-url", required=True)
     ap.add_argument("--alertmanager-url", required=True)
     ap.add_argument("--output", help="also write the JSON result to this file")
+    ap.add_argument("--settle", type=float, default=0.0, metavar="SECONDS",
+                    help="re-check every few seconds for up to this long before failing: a process started just "
+                         "before the doctor runs is not in Prometheus until its first scrape (default 0: check once)")
     return ap.parse_args(argv)
+
+
+SETTLE_INTERVAL_SECONDS = 3.0
 
 
 def _pairs(values: list[str], sep: str, what: str) -> list[tuple[str, str]]:
@@ -60,7 +67,19 @@ def main(argv: list[str] | None = None) -> int:
         alertmanager_get=json_getter(args.alertmanager_url),
         api=api,
     )
+    if args.settle < 0:
+        raise SystemExit(f"doctor: --settle {args.settle} must be >= 0 seconds")
+    deadline = time.monotonic() + args.settle
+    attempts = 1
     result = run_all(pipeline)
+    while not result["ok"] and time.monotonic() < deadline:
+        left = deadline - time.monotonic()
+        print(f"doctor: hop '{result['failed_hop']}' not ready ({result['reason']}); re-checking for {left:.0f} s more",
+              file=sys.stderr, flush=True)
+        time.sleep(min(SETTLE_INTERVAL_SECONDS, max(left, 0)))
+        attempts += 1
+        result = run_all(pipeline)
+    result["attempts"] = attempts
     text = json.dumps(result, indent=2, sort_keys=True, default=str)
     print(text)
     if args.output:
