@@ -23,3 +23,34 @@ def test_role_has_readme_and_specs_covering_defaults(role: Path):
     for entry in specs.values():
         for name, opt in (entry.get("options") or {}).items():
             assert opt.get("description"), f"{role.name}: option {name} has no description"
+
+
+def _flatten(tasks: list[dict]) -> list[dict]:
+    """Tasks with the contents of their block/rescue/always sections."""
+    out = []
+    for t in tasks:
+        out.append(t)
+        for section in ("block", "rescue", "always"):
+            out += _flatten(t.get(section) or [])
+    return out
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_role_has_a_molecule_scenario_with_idempotence_and_a_real_verify(role: Path):
+    """STYLE: every role has a molecule scenario whose verify checks real state, and none drops idempotence."""
+    scenario = role.parents[1] / "molecule" / role.name
+    assert (scenario / "molecule.yml").is_file(), f"role {role.name} has no molecule scenario ({scenario})"
+    base = yaml.safe_load((role.parents[1] / ".config/molecule/config.yml").read_text())
+    own = yaml.safe_load((scenario / "molecule.yml").read_text()) or {}
+    sequence = (own.get("scenario") or {}).get("test_sequence") or base["scenario"]["test_sequence"]
+    assert {"converge", "idempotence", "verify"} <= set(sequence), f"{role.name}: test_sequence {sequence}"
+    verify = yaml.safe_load((scenario / "verify.yml").read_text())
+    tasks = [t for play in verify for t in play.get("tasks", [])]
+    # Task files the verify includes (molecule/<scenario>/tasks/*.yml).
+    tasks += [t for f in sorted((scenario / "tasks").glob("*.yml")) for t in yaml.safe_load(f.read_text()) or []]
+    tasks = _flatten(tasks)
+    checks = [t for t in tasks if "ansible.builtin.assert" in t or "failed_when" in t or "until" in t]
+    assert checks, f"{role.name}: verify.yml checks nothing"
+    for t in tasks:
+        that = (t.get("ansible.builtin.assert") or {}).get("that")
+        assert that not in (True, "true", [True], ["true"]), f"{role.name}: task {t.get('name')!r} asserts nothing"
