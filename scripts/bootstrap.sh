@@ -23,17 +23,26 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 say "Debian packages present"
 
-venv=$("$here/scripts/venv.sh" | tail -n 1)
-say "virtualenv: $venv"
-
-# Versions come from the local_cluster role's defaults: one source of truth.
-eval "$("$venv/bin/python" - "$here/roles/local_cluster/defaults/main.yml" <<'PY'
-import sys, yaml
-d = yaml.safe_load(open(sys.argv[1]))
-for env, key in [("K8S_VERSION", "kubernetes"), ("ETCD_VERSION", "etcd"), ("KWOK_VERSION", "kwok"),
-                 ("ADAPTER_VERSION", "prometheus_adapter"), ("KSM_VERSION", "kube_state_metrics")]:
-    print(f"export {env}={d[f'local_cluster_{key}_version']}")
-PY
-)"
-"$here/roles/local_cluster/files/build-binaries.sh"
+# The Go builds (CPU) and the virtualenv (mostly download and unpacking) are independent: on a cold machine
+# they run side by side, which saves most of the shorter one's time. Each prints its own progress lines.
+version() { sed -n "s/^local_cluster_$1_version: \"\(.*\)\"$/\1/p" "$here/roles/local_cluster/defaults/main.yml"; }
+export K8S_VERSION=$(version kubernetes) ETCD_VERSION=$(version etcd) KWOK_VERSION=$(version kwok) \
+  ADAPTER_VERSION=$(version prometheus_adapter) KSM_VERSION=$(version kube_state_metrics)
+for v in K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION KSM_VERSION; do
+  [ -n "${!v}" ] || { echo "bootstrap: could not read $v from roles/local_cluster/defaults/main.yml" >&2; exit 1; }
+done
+"$here/roles/local_cluster/files/build-binaries.sh" &
+builds=$!
+venv_out=$(mktemp)
+trap 'rm -f "$venv_out"' EXIT
+if ! "$here/scripts/venv.sh" >"$venv_out"; then
+  wait "$builds" || true
+  echo "bootstrap: the virtualenv could not be built (output above)" >&2
+  exit 1
+fi
+say "virtualenv: $(tail -n 1 "$venv_out")"
+if ! wait "$builds"; then
+  echo "bootstrap: building the control plane binaries failed (output above)" >&2
+  exit 1
+fi
 say "bootstrap done"
