@@ -20,7 +20,7 @@ from workers.gpu.config import GpuExporterConfig, load_config
 from workers.gpu.readings import GpuCollector, GpuSource
 from workers.gpu.serve import STOP_SIGNALS, block_handled_signals, wait_for_signal
 from workers.gpu.settings import ConfigError
-from workers.gpu.sources import NvmlSource, SimulatedSource, SourceUnavailable
+from workers.gpu.sources import NvmlSource, RefreshingSource, SimulatedSource, SourceUnavailable
 
 log = logging.getLogger("gpu_exporter")
 
@@ -50,17 +50,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, SourceUnavailable) as exc:
         print(f"gpu_exporter: {exc}", file=sys.stderr)
         return 2
-    registry = build_registry(source)
     if cfg.once:
-        sys.stdout.write(generate_latest(registry).decode())
+        sys.stdout.write(generate_latest(build_registry(source)).decode())
         return 0
-    # Before the server starts its threads, which inherit the mask (see workers/gpu/serve.py).
+    # Before the server and the reader start their threads, which inherit the mask (see workers/gpu/serve.py).
     block_handled_signals()
-    server, thread = start_http_server(cfg.port, addr=cfg.bind, registry=registry)
-    log.info("serving source=%s on http://%s:%d/metrics", source.name, cfg.bind, cfg.port)
+    refreshing = RefreshingSource(source, cfg.refresh_seconds, cfg.max_age_seconds)
+    refreshing.start()
+    server, thread = start_http_server(cfg.port, addr=cfg.bind, registry=build_registry(refreshing))
+    log.info("serving source=%s on http://%s:%d/metrics, reading it every %gs", source.name, cfg.bind, cfg.port,
+             cfg.refresh_seconds)
     while wait_for_signal() not in STOP_SIGNALS:
-        pass  # SIGHUP: nothing to reload, every scrape reads the source afresh
+        pass  # SIGHUP: nothing to reload, the reader reads the source afresh every interval
     server.shutdown()
+    refreshing.stop()
     thread.join(timeout=5)
     return 0
 

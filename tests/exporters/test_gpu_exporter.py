@@ -21,7 +21,7 @@ from workers.gpu.config import load_config
 from workers.gpu.readings import LABELS, GpuCollector, GpuSource, SourceResult
 from workers.gpu.settings import ConfigError
 from workers.gpu.simulated import SimulationModel
-from workers.gpu.sources import NvmlSource, SimulatedSource, SourceUnavailable
+from workers.gpu.sources import NvmlSource, RefreshingSource, SimulatedSource, SourceUnavailable
 from workers.gpu_exporter import build_registry
 
 
@@ -152,6 +152,69 @@ def test_failed_read_serves_no_gpu_series_and_says_so():
     assert len(errors) == 1
 
 
+class _CountingSource(GpuSource):
+    name = "simulated"
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.fail_with: Exception | None = None
+
+    def read(self) -> SourceResult:
+        self.reads += 1
+        if self.fail_with:
+            raise self.fail_with
+        return SourceResult([], busy_unavailable=self.reads)
+
+
+def test_refreshing_source_serves_the_latest_read_without_reading_on_scrape():
+    inner, now = _CountingSource(), [100.0]
+    source = RefreshingSource(inner, interval=2, max_age=10, clock=lambda: now[0])
+    with pytest.raises(SourceUnavailable, match="has not been read yet"):
+        source.read()
+    source.refresh()
+    registry = CollectorRegistry()
+    registry.register(GpuCollector(source))
+    for _ in range(3):
+        assert samples(scrape(registry), "gpu_exporter_read_success") == [({"source": "simulated"}, 1.0)]
+    assert inner.reads == 1  # scrapes never touched the inner source
+    source.refresh()
+    assert source.read().busy_unavailable == 2
+
+
+def test_refreshing_source_reports_a_failed_or_stale_read_instead_of_serving_it():
+    inner, now = _CountingSource(), [100.0]
+    source = RefreshingSource(inner, interval=2, max_age=10, clock=lambda: now[0])
+    source.refresh()
+    inner.fail_with = SourceUnavailable("apiserver unreachable")
+    source.refresh()
+    with pytest.raises(SourceUnavailable, match="last read of the simulated source failed: apiserver unreachable"):
+        source.read()
+    registry = CollectorRegistry()
+    registry.register(GpuCollector(source, on_error=lambda exc: None))
+    assert samples(scrape(registry), "gpu_exporter_read_success") == [({"source": "simulated"}, 0.0)]
+    inner.fail_with = None
+    source.refresh()
+    now[0] += 10.5  # the reader got stuck after this success
+    with pytest.raises(SourceUnavailable, match=r"is 10\.5 s old \(max age 10 s\)"):
+        source.read()
+
+
+def test_refreshing_source_reads_in_the_background_and_stops():
+    inner = _CountingSource()
+    source = RefreshingSource(inner, interval=0.05, max_age=5)
+    source.start()
+    try:
+        deadline = time.monotonic() + 5
+        while inner.reads < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert inner.reads >= 4
+    finally:
+        source.stop()
+    reads = inner.reads
+    time.sleep(0.2)
+    assert inner.reads == reads
+
+
 def test_config_errors_name_setting_value_and_what_is_allowed(tmp_path):
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
@@ -170,6 +233,8 @@ def test_config_errors_name_setting_value_and_what_is_allowed(tmp_path):
         load_config(["--kubeconfig", str(tmp_path / "missing")], {})
     with pytest.raises(ConfigError, match=r"GPU_SIM_MEMORY_PER_POD_MIB .*='-5': must be >= 0"):
         load_config([], {**ok, "GPU_SIM_MEMORY_PER_POD_MIB": "-5"})
+    with pytest.raises(ConfigError, match=r"GPU_EXPORTER_MAX_AGE_SECONDS \(--max-age\)='1': must be >= 2"):
+        load_config(["--max-age", "1"], ok)
     cfg = load_config(["--port", "9500"], {**ok, "GPU_EXPORTER_ALLOWED_HOSTS": "127.0.0.1"})
     assert (cfg.port, cfg.bind, cfg.allowed_hosts, cfg.source) == (
         9500,

@@ -26,6 +26,8 @@ class GpuExporterConfig:
     api_timeout: float
     allowed_hosts: tuple[str, ...]
     busy_timeout: float
+    refresh_seconds: float
+    max_age_seconds: float
     node_name: str | None
     model: SimulationModel
 
@@ -44,6 +46,18 @@ _OPTIONS = (
         "hosts a pod's metrics-url annotation may point at, comma separated",
     ),
     ("--busy-timeout", "GPU_EXPORTER_BUSY_TIMEOUT_SECONDS", "1", "timeout reading a worker's metrics"),
+    (
+        "--refresh",
+        "GPU_EXPORTER_REFRESH_SECONDS",
+        "2",
+        "read the source in the background this often; scrapes get the latest read",
+    ),
+    (
+        "--max-age",
+        "GPU_EXPORTER_MAX_AGE_SECONDS",
+        "15",
+        "a read older than this is not served (the source is reported failed instead)",
+    ),
     ("--node-name", "NODE_NAME", None, "Hostname label for the nvml source (default: this host's name)"),
     ("--memory-per-pod-mib", "GPU_SIM_MEMORY_PER_POD_MIB", "1024", "simulated: resident MiB per pod"),
     (
@@ -105,6 +119,8 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         temp_idle_celsius=temp_idle,
         temp_max_celsius=temp_max,
     )
+    refresh = settings.number("GPU_EXPORTER_REFRESH_SECONDS (--refresh)", args.refresh, strict_minimum=True)
+    max_age = settings.number("GPU_EXPORTER_MAX_AGE_SECONDS (--max-age)", args.max_age, minimum=refresh)
     return GpuExporterConfig(
         source=source,
         port=settings.port("METRICS_PORT (--port)", args.port),
@@ -118,6 +134,8 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         busy_timeout=settings.number(
             "GPU_EXPORTER_BUSY_TIMEOUT_SECONDS (--busy-timeout)", args.busy_timeout, strict_minimum=True
         ),
+        refresh_seconds=refresh,
+        max_age_seconds=max_age,
         node_name=args.node_name,
         model=model,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -111,3 +113,73 @@ class NvmlSource(GpuSource):
                 )
             )
         return SourceResult(readings)
+
+
+class RefreshingSource(GpuSource):
+    """Reads an inner source on a background thread every `interval` seconds; read() returns the latest
+    result at once. A scrape then never waits on the API server and the workers: on a machine saturated by
+    the very load that is being measured, a direct read can outlast Prometheus's scrape timeout, and the
+    exporter would look down exactly when its metric matters.
+
+    Freshness stays explicit: if the latest read failed, or the latest success is older than `max_age`
+    seconds (the reader is stuck), read() raises, so the collector reports the source as failed instead of
+    serving old numbers as current."""
+
+    def __init__(
+        self, inner: GpuSource, interval: float, max_age: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if interval <= 0 or max_age < interval:
+            raise ValueError(f"interval={interval} must be > 0 and max_age={max_age} >= interval")
+        self.name = inner.name
+        self._inner = inner
+        self._interval = interval
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._latest: SourceResult | None = None
+        self._latest_at: float | None = None
+        self._error: Exception | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        """One read of the inner source, recorded as the latest result or the latest error."""
+        try:
+            result = self._inner.read()
+        except Exception as exc:  # any source failure is recorded and reported by read()
+            with self._lock:
+                self._error = exc
+            return
+        with self._lock:
+            self._latest, self._latest_at, self._error = result, self._clock(), None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = self._clock()
+            self.refresh()
+            self._stop.wait(max(0.0, self._interval - (self._clock() - started)))
+
+    def start(self) -> None:
+        """Read once now, then keep reading in the background."""
+        self.refresh()
+        self._thread = threading.Thread(target=self._run, name="gpu-source-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self._max_age)
+
+    def read(self) -> SourceResult:
+        with self._lock:
+            latest, at, error = self._latest, self._latest_at, self._error
+        if error is not None:
+            raise SourceUnavailable(f"the last read of the {self.name} source failed: {error}") from error
+        if latest is None or at is None:
+            raise SourceUnavailable(f"the {self.name} source has not been read yet")
+        age = self._clock() - at
+        if age > self._max_age:
+            raise SourceUnavailable(
+                f"the last successful read of the {self.name} source is {age:.1f} s old (max age {self._max_age:g} s)"
+            )
+        return latest
