@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 from cost_sim import REPLICA_RATE, Simulation, expected
+from exporters_helpers import start_cost_exporter
 
 from tests.e2e import stack
 from workers.cost.ledger import hours_left_in_month
@@ -131,14 +130,7 @@ def test_a_real_exporter_with_a_set_clock_crosses_a_month_end(tmp_path, repo_roo
         "COST_EXPORTER_INTERVAL_SECONDS": "1",
         "COST_EXPORTER_CLOCK_START": "2027-01-31T23:59:52Z",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cost_exporter"],
-        cwd=repo_root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_cost_exporter(repo_root, env)
     seen: list[tuple[str, float, float]] = []  # (month, month-to-date, gpu-hours) per state file write
     try:
         deadline = time.monotonic() + 40

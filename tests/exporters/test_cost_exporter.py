@@ -14,7 +14,7 @@ import time
 import urllib.request
 
 import pytest
-from exporters_helpers import gpu_node, gpu_pod, samples, scrape
+from exporters_helpers import gpu_node, gpu_pod, samples, scrape, start_cost_exporter
 from prometheus_client import CollectorRegistry
 
 from workers.cost.config import load_settings
@@ -258,14 +258,7 @@ def test_sighup_rereads_budgets_in_a_running_exporter(tmp_path, repo_root):
         "COST_EXPORTER_MAX_GAP_SECONDS": "600",
         "COST_EXPORTER_API_TIMEOUT_SECONDS": "1",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cost_exporter"],
-        cwd=repo_root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_cost_exporter(repo_root, env)
     try:
         before = wait_for(lambda: get_metric(port, "budget_utilization_percentage", "stt"))
         projection = get_metric(port, "monthly_cost_projection", "stt")
