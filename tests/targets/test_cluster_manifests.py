@@ -1,0 +1,80 @@
+"""What the cluster path of the service and monitoring roles applies, rendered from each inventory
+(tests/targets/render.yml calls the roles' own tasks/manifests.yml) and checked against the inventory and the
+documentation. test_dry_run.py submits the same objects to a real kube-apiserver."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, TARGETS
+
+# The roles whose cluster path applies Kubernetes objects (prometheus_adapter only installs a chart: its values
+# are rendered and checked below).
+CLUSTER_ROLES = ["queue", "model_services", "autoscaling", "cost_tracking", "prometheus_stack"]
+
+
+def objects(rendered, target, kind=None, name=None):
+    out = rendered[target]["objects"]
+    if kind:
+        out = [o for o in out if o["kind"] == kind]
+    if name:
+        out = [o for o in out if o["metadata"]["name"] == name]
+    return out
+
+
+def one(rendered, target, kind, name):
+    found = objects(rendered, target, kind, name)
+    assert len(found) == 1, f"{target}: expected one {kind}/{name}, rendered {len(found)}"
+    return found[0]
+
+
+# ---- item 15: every object of every target is rendered (and so dry-run by test_dry_run.py) ----
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_service_object_is_rendered(rendered, target):
+    r = rendered[target]
+    ns = r["namespace"]
+    for svc in r["services"]:
+        for kind, name in [("Deployment", svc["name"]), ("Service", f"{svc['name']}-metrics"),
+                           ("PodDisruptionBudget", svc["name"]), ("NetworkPolicy", svc["name"]),
+                           ("ServiceMonitor", f"model-worker-{svc['name']}"),
+                           ("HorizontalPodAutoscaler", svc["name"])]:
+            assert one(rendered, target, kind, name)["metadata"]["namespace"] == ns
+    for kind, name in [("Namespace", ns), ("Secret", "redis-auth"), ("StatefulSet", "redis"), ("Service", "redis"),
+                       ("Deployment", "gateway"), ("Service", "gateway"), ("ServiceMonitor", "gateway"),
+                       ("Deployment", "queue-exporter"), ("Service", "queue-exporter"),
+                       ("ServiceMonitor", "queue-exporter"), ("NetworkPolicy", "default-deny"),
+                       ("Deployment", "cost-exporter"), ("Service", "cost-exporter"), ("ConfigMap", "cost-exporter"),
+                       ("ServiceMonitor", "cost-exporter"), ("PrometheusRule", "cost-alerts"),
+                       ("ClusterRole", "gpu-serving-cost-exporter"), ("Namespace", r["monitoring_namespace"])]:
+        one(rendered, target, kind, name)
+    dashboards = sorted(p.stem for p in (REPO / "roles/prometheus_stack/files/dashboards").glob("*.json"))
+    published = [o["metadata"]["name"].removeprefix("gpu-serving-dashboard-")
+                 for o in objects(rendered, target, "ConfigMap")
+                 if "grafana_dashboard" in o["metadata"].get("labels", {})]
+    assert sorted(published) == dashboards
+    assert r["prometheus_stack_values"]["prometheus"]["prometheusSpec"]
+    assert r["prometheus_adapter_values"]["rules"]["external"]
+
+
+def _k8s_tasks(path: Path):
+    def walk(tasks):
+        for t in tasks or []:
+            yield t
+            for section in ("block", "rescue", "always"):
+                yield from walk(t.get(section))
+    return [t for t in walk(yaml.safe_load(path.read_text())) if "kubernetes.core.k8s" in t]
+
+
+@pytest.mark.parametrize("role", CLUSTER_ROLES)
+def test_cluster_path_applies_only_rendered_objects(role):
+    """Whatever main.yml and cluster.yml apply comes from the role's manifests.yml, so the rendering above is all
+    of it: an object written inline in a task would be applied without being dry-run."""
+    paths = [p for p in (REPO / "roles" / role / "tasks" / f for f in ("main.yml", "cluster.yml")) if p.is_file()]
+    tasks = [(path, task) for path in paths for task in _k8s_tasks(path)]
+    assert tasks, f"{role}: no kubernetes.core.k8s task found in {paths}"
+    for path, task in tasks:
+        args = task["kubernetes.core.k8s"]
+        source = str(args.get("definition", "")) + str(task.get("loop", ""))
+        assert f"__{role}_" in source and "manifests" in source, (
+            f"{path.relative_to(REPO)}: task {task['name']!r} applies objects that tasks/manifests.yml does not render")
