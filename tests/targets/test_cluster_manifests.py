@@ -78,3 +78,27 @@ def test_cluster_path_applies_only_rendered_objects(role):
         source = str(args.get("definition", "")) + str(task.get("loop", ""))
         assert f"__{role}_" in source and "manifests" in source, (
             f"{path.relative_to(REPO)}: task {task['name']!r} applies objects that tasks/manifests.yml does not render")
+
+
+# ---- item 3 (and 2): ServiceMonitors keep the labels their exporters set ----
+
+# Labels the Prometheus Operator attaches to every target of a ServiceMonitor. A scraped series carrying one of
+# them is renamed exported_<label> unless the endpoint has honorLabels: true.
+TARGET_LABELS = {"job", "instance", "namespace", "service", "pod", "container", "endpoint"}
+# The labels the exporters put on their series (shared DESIGN's metric contract; the gateway's
+# gateway_jobs_submitted{service} from workers/gateway/metrics.py).
+EXPORTED_LABELS = {
+    "cost-exporter": {"service", "namespace"},  # service_cost_per_hour{service,namespace}, cost_per_job{service,...}
+    "gateway": {"service"},
+}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("monitor", sorted(EXPORTED_LABELS))
+def test_service_monitors_honor_the_exporters_service_label(rendered, target, monitor):
+    sm = one(rendered, target, "ServiceMonitor", monitor)
+    clash = EXPORTED_LABELS[monitor] & TARGET_LABELS
+    for endpoint in sm["spec"]["endpoints"]:
+        assert endpoint.get("honorLabels") is True, (
+            f"{target}: ServiceMonitor {monitor} would rename {sorted(clash)} to exported_* and put the "
+            f"Kubernetes Service's name in `service` (BudgetThresholdExceeded for service=\"{monitor}\")")
