@@ -102,3 +102,41 @@ def test_service_monitors_honor_the_exporters_service_label(rendered, target, mo
         assert endpoint.get("honorLabels") is True, (
             f"{target}: ServiceMonitor {monitor} would rename {sorted(clash)} to exported_* and put the "
             f"Kubernetes Service's name in `service` (BudgetThresholdExceeded for service=\"{monitor}\")")
+
+
+# ---- item 12: one generated Redis password in the Secret and in the workers' URL ----
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_redis_secret_url_carries_the_secrets_password(rendered, target):
+    r = rendered[target]
+    secret = one(rendered, target, "Secret", "redis-auth")["stringData"]
+    password = secret["password"]
+    assert len(password) == 40 and password.isalnum(), "generated: 40 letters and digits (roles/queue defaults)"
+    # Workers read `url` (secretKeyRef key url), Redis reads `password` (--requirepass): they must agree.
+    assert secret["url"] == f"redis://:{password}@redis.{r['namespace']}.svc:6379/0"
+    statefulset = one(rendered, target, "StatefulSet", "redis")
+    env = statefulset["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}} in env
+
+
+def test_redis_password_is_not_in_the_repository(rendered):
+    """Generated per run, never a constant: two renderings give two passwords."""
+    passwords = {one(rendered, t, "Secret", "redis-auth")["stringData"]["password"] for t in TARGETS}
+    assert len(passwords) == len(TARGETS)
+    for path in (REPO / "roles/queue").rglob("*"):
+        if path.is_file():
+            assert not passwords & set(path.read_text().split()), path
+
+
+def test_an_existing_redis_secret_is_kept(tmp_path):
+    """A second run finds the Secret (main.yml's k8s_info) and renders none: the password is generated once."""
+    import json
+
+    from conftest import ansible_playbook
+
+    existing = {"__queue_secret": {"resources": [{"metadata": {"name": "redis-auth"}}]}}
+    r = ansible_playbook("-i", "inventories/gke", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
+                         "-e", json.dumps(existing))
+    assert r.returncode == 0, r.stdout[-3000:]
+    kinds = [o["kind"] for o in json.loads((tmp_path / "controller.json").read_text())["objects"]]
+    assert "Secret" not in kinds and "StatefulSet" in kinds
