@@ -140,3 +140,31 @@ def test_an_existing_redis_secret_is_kept(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:]
     kinds = [o["kind"] for o in json.loads((tmp_path / "controller.json").read_text())["objects"]]
     assert "Secret" not in kinds and "StatefulSet" in kinds
+
+
+# ---- item 1: the minimum is there before the HPA, and a re-run keeps the HPA's count ----
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_worker_deployments_are_created_at_the_hpa_minimum(rendered, target):
+    """model_services waits for readyReplicas >= hpa.min before autoscaling creates the HPA: a Deployment
+    without replicas starts at 1 and that wait would time out for every service with min >= 2."""
+    for svc in rendered[target]["services"]:
+        deployment = one(rendered, target, "Deployment", svc["name"])
+        assert deployment["spec"].get("replicas") == svc["hpa"]["min"], svc["name"]
+
+
+def test_a_rerun_keeps_the_replica_count_the_hpa_set(tmp_path):
+    import json
+
+    from conftest import ansible_playbook
+
+    live = {"__model_services_deployments": {"resources": [
+        {"metadata": {"name": "stt"}, "spec": {"replicas": 7}}]}}
+    r = ansible_playbook("-i", "inventories/eks", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
+                         "-e", json.dumps(live))
+    assert r.returncode == 0, r.stdout[-3000:]
+    rendering = json.loads((tmp_path / "controller.json").read_text())
+    deployments = {o["metadata"]["name"]: o for o in rendering["objects"] if o["kind"] == "Deployment"}
+    assert deployments["stt"]["spec"]["replicas"] == 7, "the HPA's count is written back, not reset"
+    tts = next(s for s in rendering["services"] if s["name"] == "tts")
+    assert deployments["tts"]["spec"]["replicas"] == tts["hpa"]["min"], "a new Deployment starts at its minimum"
