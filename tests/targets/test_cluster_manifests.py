@@ -168,3 +168,29 @@ def test_a_rerun_keeps_the_replica_count_the_hpa_set(tmp_path):
     assert deployments["stt"]["spec"]["replicas"] == 7, "the HPA's count is written back, not reset"
     tts = next(s for s in rendering["services"] if s["name"] == "tts")
     assert deployments["tts"]["spec"]["replicas"] == tts["hpa"]["min"], "a new Deployment starts at its minimum"
+
+
+# ---- item 2: DCGM series keep the workload's pod labels, matched the way each device plugin names GPUs ----
+
+def _inventory_device_plugin(target):
+    """harness_gpu_device_plugin as the inventory sets it (GKE only; the other targets use the operator's)."""
+    path = REPO / "inventories" / target / "group_vars/all" / f"{target}.yml"
+    data = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    return (data or {}).get("harness_gpu_device_plugin", "gke" if target == "gke" else "operator")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_dcgm_exporter_labels_reach_the_adapter_as_the_workloads(rendered, target):
+    dcgm = rendered[target]["gpu_operator_values"]["dcgmExporter"]
+    # Without honorLabels the workload's pod/namespace become exported_pod/exported_namespace and the adapter's
+    # DCGM_FI_DEV_GPU_UTIL{namespace!="",pod!=""} rule binds to the exporter pods: the HPA's GPU metric is empty.
+    assert dcgm["serviceMonitor"]["honorLabels"] is True
+    env = {e["name"]: e["value"] for e in dcgm["env"]}
+    # The chart's own entries survive (Helm replaces lists): without DCGM_EXPORTER_KUBERNETES there are no pod labels.
+    assert env["DCGM_EXPORTER_KUBERNETES"] == "true" and env["DCGM_EXPORTER_LISTEN"] == ":9400"
+    assert env["DCGM_EXPORTER_COLLECTORS"]
+    # GKE's device plugin reports device names (nvidia0/vgpu0) to the kubelet; NVIDIA's reports GPU UUIDs.
+    expected_id_type = "device-name" if _inventory_device_plugin(target) == "gke" else "uid"
+    assert env["DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE"] == expected_id_type
+    sharing = any(p.get("time_slicing_replicas", 1) > 1 for p in rendered[target]["node_pools"])
+    assert env["KUBERNETES_VIRTUAL_GPUS"] == ("true" if sharing else "false")
