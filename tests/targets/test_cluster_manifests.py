@@ -194,3 +194,52 @@ def test_dcgm_exporter_labels_reach_the_adapter_as_the_workloads(rendered, targe
     assert env["DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE"] == expected_id_type
     sharing = any(p.get("time_slicing_replicas", 1) > 1 for p in rendered[target]["node_pools"])
     assert env["KUBERNETES_VIRTUAL_GPUS"] == ("true" if sharing else "false")
+
+
+# ---- item 6 (and 4 on EKS): what each target's cluster lacks is installed, and can be skipped ----
+
+def _eks_kubernetes_version():
+    data = yaml.safe_load((REPO / "inventories/eks/group_vars/all/eks.yml").read_text())
+    return tuple(int(x) for x in str(data["eks_cluster_kubernetes_version"]).split("."))
+
+
+def test_eks_enforces_network_policies_with_the_vpc_cni_agent(rendered):
+    import json
+
+    addons = {a["addonName"]: a for a in rendered["eks"]["eks_addons"]}
+    assert json.loads(addons["vpc-cni"]["configurationValues"]) == {"enableNetworkPolicy": "true"}
+    assert addons["vpc-cni"]["resolveConflicts"] == "OVERWRITE", "EKS installs vpc-cni unmanaged: take it over"
+
+
+def test_eks_gets_the_ebs_csi_driver_and_a_storage_class_for_redis(rendered):
+    assert _eks_kubernetes_version() >= (1, 30), "EKS 1.30+ creates no default StorageClass"
+    addons = {a["addonName"]: a for a in rendered["eks"]["eks_addons"]}
+    assert {"aws-ebs-csi-driver", "eks-pod-identity-agent"} <= set(addons)
+    assert addons["aws-ebs-csi-driver"]["podIdentityAssociations"][0]["serviceAccount"] == "ebs-csi-controller-sa"
+    (sc,) = objects(rendered, "eks", "StorageClass")
+    assert sc["provisioner"] == "ebs.csi.aws.com" and sc["volumeBindingMode"] == "WaitForFirstConsumer"
+    assert sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    redis = one(rendered, "eks", "StatefulSet", "redis")
+    assert redis["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == sc["metadata"]["name"]
+
+
+def test_metrics_server_where_the_cluster_has_none(rendered):
+    """The HPAs' CPU target needs metrics.k8s.io: GKE serves it, EKS and kubeadm clusters do not."""
+    assert {t: rendered[t]["metrics_server"] for t in TARGETS} == {"gke": False, "eks": True, "self_managed": True}
+    for target in ("gke", "self_managed"):
+        assert not rendered[target]["eks_addons"] and not objects(rendered, target, "StorageClass")
+
+
+def test_each_add_on_can_be_skipped(tmp_path):
+    import json
+
+    from conftest import ansible_playbook
+
+    skip = {"cluster_addons_metrics_server": False, "cluster_addons_eks_network_policy": False,
+            "cluster_addons_eks_ebs_csi_driver": False, "cluster_addons_storage_class": False}
+    r = ansible_playbook("-i", "inventories/eks", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
+                         "-e", json.dumps(skip))
+    assert r.returncode == 0, r.stdout[-3000:]
+    rendering = json.loads((tmp_path / "controller.json").read_text())
+    assert rendering["eks_addons"] == [] and rendering["metrics_server"] is False
+    assert not [o for o in rendering["objects"] if o["kind"] == "StorageClass"]
