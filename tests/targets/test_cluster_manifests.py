@@ -243,3 +243,88 @@ def test_each_add_on_can_be_skipped(tmp_path):
     rendering = json.loads((tmp_path / "controller.json").read_text())
     assert rendering["eks_addons"] == [] and rendering["metrics_server"] is False
     assert not [o for o in rendering["objects"] if o["kind"] == "StorageClass"]
+
+
+# ---- item 13: retention on storage, the ledger on a PVC, receivers from Secrets, Grafana, pipeline jobs ----
+
+def _prometheus_stack_defaults():
+    return yaml.safe_load((REPO / "roles/prometheus_stack/defaults/main.yml").read_text())
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_prometheus_keeps_30_days_on_a_persistent_volume(rendered, target):
+    spec = rendered[target]["prometheus_stack_values"]["prometheus"]["prometheusSpec"]
+    assert spec["retention"] == "30d", "the seed platform keeps 30 days (issue 13)"
+    claim = spec["storageSpec"]["volumeClaimTemplate"]["spec"]
+    assert claim["resources"]["requests"]["storage"] == _prometheus_stack_defaults()["prometheus_stack_cluster_storage"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_cost_ledger_is_on_a_persistent_volume(rendered, target):
+    deployment = one(rendered, target, "Deployment", "cost-exporter")
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    ledger_dir = env["COST_EXPORTER_STATE_FILE"].rsplit("/", 1)[0]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == ledger_dir)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert "persistentVolumeClaim" in volume, f"{target}: the month-to-date ledger would be lost on restart: {volume}"
+    claim = one(rendered, target, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert deployment["spec"]["strategy"]["type"] == "Recreate", "one writer on a ReadWriteOnce volume"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_grafana_admin_password_is_generated_not_the_chart_default(rendered, target):
+    grafana = rendered[target]["prometheus_stack_values"]["grafana"]
+    assert "adminPassword" not in grafana, "no password in the values (the chart's default is prom-operator)"
+    admin = grafana["admin"]
+    secret = one(rendered, target, "Secret", admin["existingSecret"])
+    assert secret["metadata"]["namespace"] == rendered[target]["monitoring_namespace"]
+    password = secret["stringData"][admin["passwordKey"]]
+    assert admin["userKey"] in secret["stringData"] and len(password) >= 32 and password.isalnum()
+
+
+def test_alertmanager_receivers_read_slack_and_pagerduty_from_secrets(tmp_path):
+    import json
+
+    from conftest import ansible_playbook
+
+    receivers = {"prometheus_stack_alert_slack": {"secret": "am-slack", "key": "url", "channel": "#alerts"},
+                 "prometheus_stack_alert_pagerduty": {"secret": "am-pd", "key": "routing-key"}}
+    r = ansible_playbook("-i", "inventories/gke", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
+                         "-e", json.dumps(receivers))
+    assert r.returncode == 0, r.stdout[-3000:]
+    am = json.loads((tmp_path / "controller.json").read_text())["prometheus_stack_values"]["alertmanager"]
+    assert sorted(am["alertmanagerSpec"]["secrets"]) == ["am-pd", "am-slack"]
+    by_name = {rc["name"]: rc for rc in am["config"]["receivers"]}
+    slack = by_name[am["config"]["route"]["receiver"]]["slack_configs"][0]
+    assert slack["api_url_file"] == "/etc/alertmanager/secrets/am-slack/url" and slack["channel"] == "#alerts"
+    assert "api_url" not in slack
+    pager_route = next(rt for rt in am["config"]["route"]["routes"] if rt["receiver"] != "null")
+    assert pager_route["matchers"] == ['severity = "critical"'] and pager_route["continue"] is True
+    pager = by_name[pager_route["receiver"]]["pagerduty_configs"][0]
+    assert pager["routing_key_file"] == "/etc/alertmanager/secrets/am-pd/routing-key" and "routing_key" not in pager
+
+
+def _pipeline_regex(rendered, target):
+    groups = rendered[target]["prometheus_stack_values"]["additionalPrometheusRulesMap"]["service-alerts"]["groups"]
+    rule = next(r for g in groups for r in g["rules"] if r.get("alert") == "MetricsPipelineDown")
+    import re
+
+    return re.search(r'up\{job=~"([^"]+)"\}', rule["expr"]).group(1)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_metrics_pipeline_down_watches_the_jobs_this_target_has(rendered, target):
+    """Job names as Prometheus will see them: our ServiceMonitors set job by relabeling; dcgm-exporter's
+    ServiceMonitor (from the GPU Operator chart) gets the Prometheus Operator's default, its Service's name,
+    nvidia-dcgm-exporter (NVIDIA's GPU Operator docs)."""
+    import re
+
+    jobs = {rl["replacement"] for sm in objects(rendered, target, "ServiceMonitor")
+            for ep in sm["spec"]["endpoints"] for rl in ep.get("relabelings") or [] if rl.get("targetLabel") == "job"}
+    wanted = {"queue-exporter", "cost-exporter", "nvidia-dcgm-exporter"}
+    assert {"queue-exporter", "cost-exporter"} <= jobs
+    regex = re.compile(f"^(?:{_pipeline_regex(rendered, target)})$")
+    assert {j for j in wanted if regex.match(j)} == wanted, f"{target}: MetricsPipelineDown misses a job"
+    assert not regex.match("gpu-exporter"), f"{target}: gpu-exporter exists only on the local target"
