@@ -138,8 +138,9 @@ def test_an_existing_redis_secret_is_kept(tmp_path):
     r = ansible_playbook("-i", "inventories/gke", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
                          "-e", json.dumps(existing))
     assert r.returncode == 0, r.stdout[-3000:]
-    kinds = [o["kind"] for o in json.loads((tmp_path / "controller.json").read_text())["objects"]]
-    assert "Secret" not in kinds and "StatefulSet" in kinds
+    rendering = json.loads((tmp_path / "controller.json").read_text())
+    names = [(o["kind"], o["metadata"]["name"]) for o in rendering["objects"]]
+    assert ("Secret", "redis-auth") not in names and ("StatefulSet", "redis") in names
 
 
 # ---- item 1: the minimum is there before the HPA, and a re-run keeps the HPA's count ----
