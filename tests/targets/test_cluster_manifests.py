@@ -2,6 +2,7 @@
 (tests/targets/render.yml calls the roles' own tasks/manifests.yml) and checked against the inventory and the
 documentation. test_dry_run.py submits the same objects to a real kube-apiserver."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,9 @@ def test_dcgm_exporter_labels_reach_the_adapter_as_the_workloads(rendered, targe
     # Without honorLabels the workload's pod/namespace become exported_pod/exported_namespace and the adapter's
     # DCGM_FI_DEV_GPU_UTIL{namespace!="",pod!=""} rule binds to the exporter pods: the HPA's GPU metric is empty.
     assert dcgm["serviceMonitor"]["honorLabels"] is True
+    # Series without a workload (an idle GPU) must not inherit the exporter pod's target labels.
+    dropped = [r for r in dcgm["serviceMonitor"]["relabelings"] if r["action"] == "labeldrop"]
+    assert dropped and all(re.fullmatch(dropped[0]["regex"], label) for label in ("pod", "namespace", "container"))
     env = {e["name"]: e["value"] for e in dcgm["env"]}
     # The chart's own entries survive (Helm replaces lists): without DCGM_EXPORTER_KUBERNETES there are no pod labels.
     assert env["DCGM_EXPORTER_KUBERNETES"] == "true" and env["DCGM_EXPORTER_LISTEN"] == ":9400"
@@ -310,8 +314,6 @@ def test_alertmanager_receivers_read_slack_and_pagerduty_from_secrets(tmp_path):
 def _pipeline_regex(rendered, target):
     groups = rendered[target]["prometheus_stack_values"]["additionalPrometheusRulesMap"]["service-alerts"]["groups"]
     rule = next(r for g in groups for r in g["rules"] if r.get("alert") == "MetricsPipelineDown")
-    import re
-
     return re.search(r'up\{job=~"([^"]+)"\}', rule["expr"]).group(1)
 
 
@@ -320,8 +322,6 @@ def test_metrics_pipeline_down_watches_the_jobs_this_target_has(rendered, target
     """Job names as Prometheus will see them: our ServiceMonitors set job by relabeling; dcgm-exporter's
     ServiceMonitor (from the GPU Operator chart) gets the Prometheus Operator's default, its Service's name,
     nvidia-dcgm-exporter (NVIDIA's GPU Operator docs)."""
-    import re
-
     jobs = {rl["replacement"] for sm in objects(rendered, target, "ServiceMonitor")
             for ep in sm["spec"]["endpoints"] for rl in ep.get("relabelings") or [] if rl.get("targetLabel") == "job"}
     wanted = {"queue-exporter", "cost-exporter", "nvidia-dcgm-exporter"}
