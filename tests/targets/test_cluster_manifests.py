@@ -329,3 +329,37 @@ def test_metrics_pipeline_down_watches_the_jobs_this_target_has(rendered, target
     regex = re.compile(f"^(?:{_pipeline_regex(rendered, target)})$")
     assert {j for j in wanted if regex.match(j)} == wanted, f"{target}: MetricsPipelineDown misses a job"
     assert not regex.match("gpu-exporter"), f"{target}: gpu-exporter exists only on the local target"
+
+
+# ---- item 15: the custom resources the local apiserver cannot validate (their CRDs come with the charts) ----
+
+# Field names of the Prometheus Operator's monitoring.coreos.com/v1 API (ServiceMonitor endpoints, RelabelConfig)
+# as its API reference documents them. The CRD's structural schema drops unknown fields silently, so a
+# Prometheus-style snake_case key (source_labels, target_label) would be lost without an error.
+ENDPOINT_FIELDS = {"port", "targetPort", "path", "scheme", "interval", "scrapeTimeout", "honorLabels",
+                   "honorTimestamps", "relabelings", "metricRelabelings", "params", "tlsConfig"}
+RELABEL_FIELDS = {"sourceLabels", "separator", "targetLabel", "regex", "modulus", "replacement", "action"}
+RELABEL_ACTIONS = {"replace", "keep", "drop", "hashmod", "labelmap", "labeldrop", "labelkeep", "lowercase",
+                   "uppercase", "keepequal", "dropequal"}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_service_monitors_use_the_operators_field_names(rendered, target):
+    endpoints = [ep for sm in objects(rendered, target, "ServiceMonitor") for ep in sm["spec"]["endpoints"]]
+    endpoints.append(rendered[target]["gpu_operator_values"]["dcgmExporter"]["serviceMonitor"])
+    for ep in endpoints[:-1]:
+        assert set(ep) <= ENDPOINT_FIELDS, set(ep) - ENDPOINT_FIELDS
+    for ep in endpoints:
+        for rl in ep.get("relabelings", []) + ep.get("metricRelabelings", []):
+            assert set(rl) <= RELABEL_FIELDS, f"{target}: unknown relabeling fields {set(rl) - RELABEL_FIELDS}"
+            assert rl.get("action", "replace") in RELABEL_ACTIONS
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_prometheus_rules_are_rule_groups(rendered, target):
+    for rule_obj in objects(rendered, target, "PrometheusRule"):
+        for group in rule_obj["spec"]["groups"]:
+            assert set(group) <= {"name", "interval", "rules", "limit", "partial_response_strategy"}
+            for rule in group["rules"]:
+                assert ("alert" in rule) != ("record" in rule) and rule["expr"], rule
+                assert set(rule) <= {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
