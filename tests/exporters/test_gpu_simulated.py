@@ -121,6 +121,24 @@ def test_utilisation_is_sum_of_busy_ratios_of_pods_on_the_gpu_capped_at_100():
     assert gpu_uuid("n0", 0) == gpu_uuid("n0", 0) != gpu_uuid("n0", 1)
 
 
+def test_shared_gpu_series_carry_vgpu_like_dcgm_exporter_with_virtual_gpus():
+    """dcgm-exporter with --kubernetes-virtual-gpus (how the gpu_operator role runs it under time-slicing, see
+    roles/autoscaling/README.md): one series per sharing pod, label vgpu = the replica index of its slot, each
+    with the whole device's value. An unshared GPU (replicas 1) has no vgpu label."""
+    inventory = build_inventory(
+        [gpu_node("n0", gpus=2, replicas=4), gpu_node("n1", gpus=1, replicas=1)],
+        [gpu_pod(f"stt-a-{i}", "n0", minutes=i) for i in range(5)] + [gpu_pod("tts-b-1", "n1", service="tts")],
+    )
+    busy = {("model-serving", f"stt-a-{i}"): 0.1 for i in range(5)}
+    readings, _ = simulate(inventory, busy)
+    gpu0 = _readings_by(readings, hostname="n0", gpu="0")
+    assert [(r.pod, r.vgpu) for r in sorted(gpu0, key=lambda r: r.pod)] == [
+        ("stt-a-0", "0"), ("stt-a-1", "1"), ("stt-a-2", "2"), ("stt-a-3", "3")]
+    assert [r.util_percent for r in gpu0] == pytest.approx([40.0] * 4), "every sharing pod sees the device value"
+    assert [(r.pod, r.vgpu) for r in _readings_by(readings, hostname="n0", gpu="1")] == [("stt-a-4", "0")]
+    assert [(r.pod, r.vgpu) for r in _readings_by(readings, hostname="n1")] == [("tts-b-1", "")]
+
+
 def test_idle_gpu_has_one_series_with_empty_pod_labels_and_missing_busy_ratio_counts_as_idle():
     inventory = build_inventory(
         [gpu_node("n0", gpus=1, replicas=4), gpu_node("n1", gpus=1, replicas=4)],

@@ -4,6 +4,12 @@ import yaml
 from conftest import TARGETS
 
 
+def gpu_stack_configmaps(r):
+    """ConfigMaps of the GPU stack: not the services' (cost exporter) or monitoring's (dashboards)."""
+    return [o for o in r["objects"] if o["kind"] == "ConfigMap"
+            and o["metadata"]["namespace"] not in (r["namespace"], r["monitoring_namespace"])]
+
+
 def test_every_target_renders_objects(rendered):
     for target in TARGETS:
         kinds = {o["kind"] for o in rendered[target]["objects"]}
@@ -40,7 +46,7 @@ def test_gke_uses_its_own_device_plugin_and_no_configmap(rendered):
     assert values["devicePlugin"]["enabled"] is False, "GKE's device plugin advertises nvidia.com/gpu"
     assert values["hostPaths"]["driverInstallDir"] == "/home/kubernetes/bin/nvidia"
     assert values["cdi"] == {"enabled": True, "default": True}
-    assert not [o for o in r["objects"] if o["kind"] == "ConfigMap"], "native sharing needs no device plugin config"
+    assert not gpu_stack_configmaps(r), "native sharing needs no device plugin config"
     quota = [o for o in r["objects"] if o["kind"] == "ResourceQuota"]
     assert quota and quota[0]["spec"]["scopeSelector"]["matchExpressions"][0]["values"] == [
         "system-node-critical", "system-cluster-critical"]
@@ -86,7 +92,7 @@ def test_time_slicing_config_has_each_pools_replicas(rendered):
     for target in ("eks", "self_managed"):
         r = rendered[target]
         values = r["gpu_operator_values"]["devicePlugin"]["config"]
-        cm = [o for o in r["objects"] if o["kind"] == "ConfigMap"]
+        cm = gpu_stack_configmaps(r)
         assert len(cm) == 1, target
         assert cm[0]["metadata"]["name"] == values["name"]
         assert values["default"] in cm[0]["data"]

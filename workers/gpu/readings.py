@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-LABELS = ("gpu", "UUID", "modelName", "Hostname", "namespace", "pod", "container", "source")
+# vgpu: dcgm-exporter's label, with --kubernetes-virtual-gpus, for a pod's slot on a time-shared GPU (the replica
+# index of the device ID the device plugin handed out); empty (absent in Prometheus) for an unshared GPU.
+LABELS = ("gpu", "UUID", "modelName", "Hostname", "namespace", "pod", "container", "vgpu", "source")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class GpuReading:
     namespace: str = ""
     pod: str = ""
     container: str = ""
+    vgpu: str = ""
 
     def label_values(self) -> list[str]:
         return [
@@ -42,6 +45,7 @@ class GpuReading:
             self.namespace,
             self.pod,
             self.container,
+            self.vgpu,
             self.source,
         ]
 

@@ -17,9 +17,11 @@ From utilisation the other fields follow simple, deterministic lines (all parame
   power = idle W + util/100 x (TDP - idle W), per GPU product;
   temperature = idle C + util/100 x (max C - idle C).
 
-Series. dcgm-exporter on a real cluster labels a GPU's readings with each pod the GPU is assigned to,
-and under time slicing every pod sharing a GPU sees the whole device's numbers (per-pod usage is not
-isolated). This source does the same: one reading per (GPU, pod, container) with the device values,
+Series. dcgm-exporter on a real cluster, run with --kubernetes-virtual-gpus as the gpu_operator role runs it
+under time slicing, labels a GPU's readings with each pod the GPU is assigned to, adds ``vgpu`` (the replica
+index of the pod's slot on that GPU), and every pod sharing a GPU sees the whole device's numbers (per-pod usage
+is not isolated). This source does the same: one reading per (GPU, pod, container) with the device values and
+``vgpu`` = the container's first slot on that GPU modulo ``replicas`` (empty when the node does not share GPUs),
 and one reading with empty pod labels for a GPU that has no pods.
 """
 
@@ -75,6 +77,8 @@ class Placement:
     gpu_index: int
     pod: GpuPod
     container: str
+    # The replica index of the container's first slot on this GPU; "" when GPUs are not shared.
+    vgpu: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,9 @@ def assign_slots(node: GpuNode, pods: list[GpuPod]) -> PlacementResult:
                 continue
             # A container with several slots on one GPU is one placement on that GPU.
             for gpu_index in sorted({s // node.replicas for s in slots}):
-                placements.append(Placement(node.name, gpu_index, pod, container.name))
+                first = min(s for s in slots if s // node.replicas == gpu_index)
+                vgpu = str(first % node.replicas) if node.replicas > 1 else ""
+                placements.append(Placement(node.name, gpu_index, pod, container.name, vgpu))
     return PlacementResult(placements, unplaced)
 
 
@@ -173,7 +179,7 @@ def simulate(
                 continue
             for p in on_gpu:
                 readings.append(
-                    GpuReading(**common, namespace=p.pod.namespace, pod=p.pod.name, container=p.container)
+                    GpuReading(**common, namespace=p.pod.namespace, pod=p.pod.name, container=p.container, vgpu=p.vgpu)
                 )
     return readings, unplaced
 
