@@ -194,6 +194,29 @@ def policy_from_inventory(service: str, inventory: Path = DEFAULT_INVENTORY) -> 
     return policy, timing
 
 
+def other_targets(service: str, inventory: Path = DEFAULT_INVENTORY) -> dict[str, float]:
+    """The HPA's other metrics and their targets as roles/autoscaling renders them: metric name (as the HPA's
+    status names it) -> target (GPU utilisation: Pods AverageValue; cpu: Resource Utilization, percent)."""
+    gv = _group_vars(inventory)
+    defaults = _yaml(REPO / "roles/autoscaling/defaults/main.yml")
+    entry = next((s for s in gv.get("harness_services", []) if s["name"] == service), None)
+    if entry is None:
+        raise KeyError(f"{inventory}: harness_services has no service {service!r}")
+    h = entry["hpa"]
+    out = {str(gv.get("autoscaling_gpu_metric", defaults["autoscaling_gpu_metric"])): float(h["gpu_util_percent"])}
+    if bool(gv.get("autoscaling_cpu_metric", defaults["autoscaling_cpu_metric"])):
+        out["cpu"] = float(h["cpu_percent"])
+    return out
+
+
+def pod_metric_recommendation(value: float, target: float, current: int, tolerance: float) -> int:
+    """Raw replicas for a per-pod average (Pods AverageValue, Resource Utilization): ``ceil(ratio x pods)``."""
+    ratio = value / target
+    if abs(1.0 - ratio) <= tolerance:
+        return current
+    return math.ceil(ratio * current)
+
+
 # ---------------------------------------------------------------------------------- Kubernetes arithmetic
 
 
@@ -368,13 +391,14 @@ def _judge_once(
     findings: list[Finding] = []
     envelope: list[dict[str, Any]] = []
 
-    def recs(a: float, b: float) -> list[int]:
-        """Raw recommendations the HPA may have computed from metric values of [a, b]."""
+    def recs(a: float, b: float, others: bool = False) -> list[int]:
+        """Raw recommendations the HPA may have computed from metric values of [a, b]. The other metrics
+        only widen upper bounds: the HPA discounts pods without metrics, so they prove no lower one."""
         out = []
         for u in use.values(a, b):
             cur = int(obs.at(b) or policy.min_replicas)
             out.append(recommend(max(0.0, u), policy.target_per_pod, cur, policy.tolerance))
-        e = extra.values(a, b)
+        e = extra.values(a, b) if others else []
         if e:
             out = [max(r, int(max(e))) for r in out] if out else [int(max(e))]
         return out
@@ -397,9 +421,9 @@ def _judge_once(
         if not use.values(t - reach - hi_lag, t):
             continue  # no metric yet: nothing to judge against
         # The decision that made v was taken at some sync s in (tp, t] (a change) or [t - reach, t] (the last).
-        rec_hi = max(recs(tp - hi_lag - eps, t - lo_lag), default=vp)
+        rec_hi = max(recs(tp - hi_lag - eps, t - lo_lag, True), default=vp)
         rec_lo_up = min(recs(t - reach - up.stabilization_s - hi_lag, t - lo_lag), default=vp)
-        rec_hi_down = max(recs(t - reach - down.stabilization_s - hi_lag, t - lo_lag), default=vp)
+        rec_hi_down = max(recs(t - reach - down.stabilization_s - hi_lag, t - lo_lag, True), default=vp)
         upper_up = min(hi_rep, rec_hi, up_limit(up, starts(up.policies, tp - eps, t + eps, max), vp))
         lower_up = min(hi_rep, rec_lo_up, up_limit(up, starts(up.policies, t - reach, t, min), vp))
         floor_lo = down_floor(down, starts(down.policies, tp - eps, t + eps, min), vp)

@@ -4,11 +4,12 @@ observed (with the number) and pass or fail, so a failure names the expectation 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from loadtests.accounting import Accounting
 from loadtests.alerts import AlertRecord
+from loadtests.envelope import Policy, Timing, Verdict, judge, pod_metric_recommendation
 from loadtests.ledger import LedgerState
 from loadtests.scenario import AlertMatch, Scenario
 
@@ -42,6 +43,11 @@ class RunFacts:
     # What proves an alert fired or resolved: a notification at the checker's webhook (default), or
     # Alertmanager's API (cluster targets whose Alertmanager cannot reach the checker).
     alert_evidence: str = "webhook"
+    # The inventory's HPA policy and controller timing per service (loadtests/envelope.py), and the targets of
+    # the HPA's other metrics; the judge never takes them from the live HPA.
+    policies: dict[str, tuple[Policy, Timing]] = field(default_factory=dict)
+    other_targets: dict[str, dict[str, float]] = field(default_factory=dict)
+    sample_interval_s: float = 2.0
 
     def factor(self, service: str) -> float:
         """Scenario bounds on HPA timing are written for one time scale; a target's HPAs may carry another."""
@@ -165,6 +171,59 @@ def _back_to_min(f: RunFacts, service: str) -> Result:
         )
     elapsed = max(0.0, settled - end)
     return Result(name, expected, f"at {minimum} after {elapsed:.1f} s", elapsed <= bound, round(elapsed, 1))
+
+
+def policy_verdict(f: RunFacts, service: str) -> Verdict | None:
+    """The service's replicas (Deployment spec: what the HPA set) judged against the inventory's policy for
+    the queue depth Prometheus held (what the adapter served), from the load start on."""
+    if service not in f.policies:
+        return None
+    policy, timing = f.policies[service]
+    # The series is Prometheus' value as the sampler read it; the HPA read the same store at its syncs, up to
+    # one sample interval newer than the last sample.
+    timing = replace(timing, lag_s=(-f.sample_interval_s, timing.margin_s))
+    start = f.anchors.get("load_start")
+    if start is None:
+        return None
+    rows = [(s["t"], s["services"][service]) for s in f.samples if s["t"] >= start - 10 and service in s["services"]]
+    observed = [(t, int(r["spec_replicas"])) for t, r in rows if r.get("spec_replicas") is not None]
+    usage = [(t, float(r["queue_depth"])) for t, r in rows if r.get("queue_depth") is not None]
+    extra = []
+    for t, r in rows:
+        current, metrics = r.get("hpa_current"), r.get("hpa_metrics") or {}
+        props = [
+            pod_metric_recommendation(metrics[name], target, int(current), policy.tolerance)
+            for name, target in f.other_targets.get(service, {}).items()
+            if name in metrics and current
+        ]
+        if props:
+            extra.append((t, max(props)))
+    return judge(policy, timing, observed, usage, extra, t_origin=start)
+
+
+def _policy(f: RunFacts, service: str) -> Result:
+    name = f"policy.{service}"
+    if service not in f.policies:
+        return Result(name, "replicas follow the inventory's HPA policy", "no policy for it in the inventory", False)
+    policy = f.policies[service][0]
+    expected = (
+        f"replicas in [{policy.min_replicas}, {policy.max_replicas}], up {policy.up.describe()}, down "
+        f"{policy.down.describe()} after {policy.down.stabilization_s:g} s"
+    )
+    verdict = policy_verdict(f, service)
+    if verdict is None:
+        return Result(name, expected, "the load never started", False)
+    first = verdict.first()
+    if first is None:
+        return Result(name, expected, f"held at all {len(verdict.envelope)} samples", True, 0)
+    return Result(
+        name,
+        expected,
+        f"{first.rule} at +{first.t:g} s: expected {first.expected}, observed {first.observed} ({first.message}); "
+        f"rules broken: {', '.join(verdict.rules)}",
+        False,
+        len(verdict.findings),
+    )
 
 
 def _replica_bounds(f: RunFacts, service: str) -> Result:
@@ -357,6 +416,7 @@ def evaluate(f: RunFacts) -> list[Result]:
     results += [_back_to_min(f, svc) for svc in e.back_to_min]
     if e.replica_bounds:
         results += [_replica_bounds(f, svc) for svc in f.scenario.services]
+    results += [_policy(f, svc) for svc in e.policy]
     for i in range(len(e.alerts_fire)):
         results += _alert_fires(f, i)
     results += [_alert_not_fires(f, m) for m in e.alerts_not_fire]

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtests.expectations import Result, RunFacts, back_to_min_time, latency_summary
+from loadtests.expectations import Result, RunFacts, back_to_min_time, latency_summary, policy_verdict
 
 REPORT_VERSION = 1
 
@@ -46,6 +46,9 @@ def scaling_summary(f: RunFacts) -> dict[str, Any]:
             "max_queue_depth": max(depth) if depth else None,
             "max_cost_per_hour_usd": round(max(cost), 4) if cost else None,
         }
+        # The inventory policy's verdict for every service, also where the scenario does not expect it.
+        verdict = policy_verdict(f, svc)
+        out[svc]["policy"] = None if verdict is None else verdict.to_json()
     return out
 
 
@@ -201,4 +204,14 @@ def summary(report: dict[str, Any]) -> str:
             f"scale-up {s['first_scale_up_s']} s, peak after {s['max_reached_after_s']} s, back to min "
             f"{s['back_to_min_after_load_s']} s after load; max queue depth {s['max_queue_depth']}"
         )
+        pol = s.get("policy")
+        if pol:
+            if pol["passed"]:
+                lines.append(f"  {svc} policy: held (inventory's HPA policy, {len(pol['envelope'])} samples judged)")
+            else:
+                first = pol["findings"][0]
+                lines.append(
+                    f"  {svc} policy: BROKEN {', '.join(pol['rules_broken'])}; first {first['rule']} at "
+                    f"+{first['t']:g} s: expected {first['expected']}, observed {first['observed']}"
+                )
     return "\n".join(lines)

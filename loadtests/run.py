@@ -29,6 +29,7 @@ from loadtests.accounting import Accounting, JobPoller
 from loadtests.alerts import AlertBook, WebhookReceiver
 from loadtests.audio import ensure_clips
 from loadtests.budgets import BudgetEditor, store_from_spec
+from loadtests.envelope import DEFAULT_INVENTORY, other_targets, policy_from_inventory
 from loadtests.expectations import RunFacts, back_to_min_time, evaluate
 from loadtests.ledger import LedgerTail
 from loadtests.plot import draw
@@ -70,6 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="host:port Alertmanager's webhook sends to (path /alerts)",
     )
     p.add_argument("--kubeconfig", type=Path, help="default: <state-dir>/kubeconfig")
+    p.add_argument(
+        "--inventory",
+        type=Path,
+        default=DEFAULT_INVENTORY,
+        help="the inventory whose HPA policy table and profile the policy judge holds the replicas to "
+        "(default: %(default)s)",
+    )
     p.add_argument("--namespace", default="model-serving")
     p.add_argument(
         "--service",
@@ -417,6 +425,13 @@ def execute(args: argparse.Namespace) -> int:
             except Exception as exc:
                 run.note(f"COULD NOT restore {editor.store.describe()}: {exc}; its backup is kept")
     run_end = time.time()
+    policies, targets = {}, {}
+    for svc in scenario.services:
+        try:
+            policies[svc] = policy_from_inventory(svc, args.inventory)
+            targets[svc] = other_targets(svc, args.inventory)
+        except (OSError, KeyError, ValueError) as exc:
+            run.note(f"no inventory policy for {svc} ({args.inventory}): {exc}")
     facts = RunFacts(
         scenario,
         # The timeline starts when the baseline was reached (the wait for it is in the notes), or holds every
@@ -431,6 +446,9 @@ def execute(args: argparse.Namespace) -> int:
         run_end,
         locust.returncode if locust else None,
         args.alert_evidence,
+        policies,
+        targets,
+        args.sample_interval,
     )
     results = evaluate(facts)
     png = None if args.no_plot else out / "timeline.png"

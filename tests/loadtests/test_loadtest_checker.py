@@ -502,3 +502,60 @@ def test_plot_copes_with_gaps_and_no_alerts(tmp_path):
     report = build_report(f, evaluate(f), {"name": "t"}, T0 - 10, [], None, [])
     png = plot.draw(json.loads(json.dumps(report, default=str)), tmp_path / "gaps.png")
     assert png_size(png)[0] >= 1200
+
+
+# ----------------------------------------------------------------------------- the policy judge in a run
+
+
+def policy_samples(steps: list[tuple[float, int]]) -> list[dict]:
+    """Samples every 2 s: a backlog of 100 jobs from +10 s to +50 s, stt's Deployment following ``steps``."""
+    out = []
+    for i in range(-5, 80):
+        t = T0 + 2 * i
+        rel = t - T0
+        n = [r for s, r in steps if s <= rel][-1]
+        depth = 100.0 if 10 <= rel < 50 else 0.0
+        row = {"ready": n, "replicas": n, "spec_replicas": n, "hpa_desired": n, "hpa_current": n,
+               "hpa_min": 2, "hpa_max": 8, "queue_depth": depth, "hpa_metrics": {"cpu": 10.0}}
+        out.append({"t": t, "stage": None, "users": 0, "services": {"stt": row, "tts": dict(row)},
+                    "alerts_active": [], "errors": []})
+    return out
+
+
+def policy_facts(tmp_path, steps):
+    from loadtests.envelope import other_targets, policy_from_inventory
+
+    f = facts(tmp_path, scenario(policy=["stt"]), samples=policy_samples(steps))
+    f.policies = {"stt": policy_from_inventory("stt")}
+    f.other_targets = {"stt": other_targets("stt")}
+    return f
+
+
+def test_policy_expectation_holds_for_the_table_policy_and_the_report_says_so(tmp_path):
+    f = policy_facts(tmp_path, [(-100, 2), (14, 4), (20, 8), (84, 4), (96, 2)])
+    result = by_name(evaluate(f))["policy.stt"]
+    assert result.passed, result.observed
+    report = build_report(f, evaluate(f), {"name": "unit"}, T0 - 10, [], None, [])
+    assert report["scaling"]["stt"]["policy"]["passed"] is True
+    assert "stt policy: held" in summary(report)
+
+
+def test_policy_expectation_names_the_rule_time_and_replicas_of_a_slow_policy(tmp_path):
+    # 1 pod per 6 s where the table allows 2 (or 100 %): still passes `at least 8 within 75 s`.
+    steps = [(-100, 2), (14, 3), (20, 4), (26, 5), (32, 6), (38, 7), (44, 8), (84, 4), (96, 2)]
+    f = policy_facts(tmp_path, steps)
+    result = by_name(evaluate(f))["policy.stt"]
+    assert not result.passed
+    assert result.observed.startswith("scale_up_late at +"), result.observed
+    assert "expected >= 4, observed 3" in result.observed
+    report = build_report(f, evaluate(f), {"name": "unit"}, T0 - 10, [], None, [])
+    assert "policy.stt" in report["failed_expectations"]
+    assert report["scaling"]["stt"]["policy"]["rules_broken"] == ["scale_up_late"]
+    assert "stt policy: BROKEN scale_up_late" in summary(report)
+
+
+def test_policy_expectation_is_parsed_and_checked():
+    assert scenario(policy=True).expect.policy == ("stt", "tts")
+    assert scenario(policy=["tts"]).expect.policy == ("tts",)
+    with pytest.raises(ValueError, match=r"expect\.policy"):
+        scenario(policy="yes")
