@@ -71,6 +71,23 @@ class Accounting:
             if o.state == "failed"
         ]
 
+    def retries(self) -> dict[str, Any]:
+        """Runs per finished job as BullMQ counts them (``attemptsMade``: one per completed or failed run).
+        A run lost to a killed worker (a stall) is counted by BullMQ apart and is not in this number."""
+        finished = [o for o in self.outcomes.values() if o.state in TERMINAL and o.attempts is not None]
+        by_attempts: dict[str, int] = {}
+        for o in finished:
+            by_attempts[str(o.attempts)] = by_attempts.get(str(o.attempts), 0) + 1
+        retried = sorted((o for o in finished if (o.attempts or 0) > 1), key=lambda o: -(o.attempts or 0))
+        return {
+            "jobs_retried": len(retried),
+            "retries": sum((o.attempts or 1) - 1 for o in retried),
+            "jobs_by_attempts": dict(sorted(by_attempts.items(), key=lambda kv: int(kv[0]))),
+            "retried_jobs": [
+                {"id": o.job_id, "service": o.service, "attempts": o.attempts, "state": o.state} for o in retried
+            ],
+        }
+
     def lost(self) -> list[dict[str, Any]]:
         return [
             {

@@ -75,6 +75,7 @@ def build_report(
             **f.accounting.counts(),
             "failed_jobs": f.accounting.failed(),
             "lost_jobs": f.accounting.lost(),
+            "retries": f.accounting.retries(),
             "drain_timed_out": f.accounting.timed_out,
             "poll_errors": f.accounting.poll_errors,
         }
@@ -188,6 +189,12 @@ def summary(report: dict[str, Any]) -> str:
         f"lost {j['lost']}  (submission requests {j['submit_requests']}, rejected "
         f"{sum(j['submit_errors'].values())})",
     ]
+    if j.get("retries"):
+        r = j["retries"]
+        lines.append(
+            f"retries: {r['jobs_retried']} job(s) retried, {r['retries']} retries in all; jobs by runs "
+            f"{r['jobs_by_attempts']}"
+        )
     for svc, c in sorted(j.get("by_service", {}).items()):
         lines.append(
             f"  {svc}: submitted {c['submitted']}, completed {c['completed']}, failed {c['failed']}, lost {c['lost']}"

@@ -135,7 +135,7 @@ class ScriptedGateway:
             json={
                 "id": job_id,
                 "service": job_id[:3],
-                "attempts_made": 1,
+                "attempts_made": body.get("attempts_made", 1),
                 "error": body.get("error"),
                 "timings": {"total_s": body.get("total_s")},
                 "status": body["status"],
@@ -559,3 +559,20 @@ def test_policy_expectation_is_parsed_and_checked():
     assert scenario(policy=["tts"]).expect.policy == ("tts",)
     with pytest.raises(ValueError, match=r"expect\.policy"):
         scenario(policy="yes")
+
+
+def test_retries_per_job_are_reported(tmp_path):
+    state = ledger_state(tmp_path)
+    script = {j.job_id: [{"status": "completed", "total_s": 2.0}] for j in state.jobs}
+    first, second = state.jobs[0].job_id, state.jobs[1].job_id
+    script[first] = [{"status": "completed", "total_s": 9.0, "attempts_made": 3}]
+    script[second] = [{"status": "failed", "error": "boom", "attempts_made": 2}]
+    acc = poller(script).drain(state.jobs, deadline_s=5, round_pause_s=0)
+    retries = acc.retries()
+    assert retries["jobs_retried"] == 2 and retries["retries"] == 3
+    assert retries["jobs_by_attempts"] == {"1": len(state.jobs) - 2, "2": 1, "3": 1}
+    assert [j["id"] for j in retries["retried_jobs"]] == [first, second]
+    f = facts(tmp_path, scenario(), accounting=acc)
+    report = build_report(f, evaluate(f), {"name": "unit"}, T0 - 10, [], None, [])
+    assert report["jobs"]["retries"]["retries"] == 3
+    assert "retries: 2 job(s) retried, 3 retries in all" in summary(report)
