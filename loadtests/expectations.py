@@ -46,6 +46,9 @@ class RunFacts:
     # The inventory's HPA policy and controller timing per service (loadtests/envelope.py), and the targets of
     # the HPA's other metrics; the judge never takes them from the live HPA.
     policies: dict[str, tuple[Policy, Timing]] = field(default_factory=dict)
+    # The gateway's own count of accepted jobs during the run (gateway_jobs_submitted_total, per service), or
+    # why it could not be read; None: not read (no Prometheus).
+    gateway_submitted: dict[str, float] | str | None = None
     other_targets: dict[str, dict[str, float]] = field(default_factory=dict)
     sample_interval_s: float = 2.0
 
@@ -357,6 +360,17 @@ def _jobs(f: RunFacts) -> list[Result]:
             counts["failed"],
         ),
     ]
+    invalid = f.accounting.invalid()
+    out.append(
+        Result(
+            "jobs.invalid",
+            "0 completed jobs without a result (STT: a transcript; TTS: audio longer than 0 s)",
+            f"{counts['invalid']} of {counts['submitted']}" + (f" (e.g. {invalid[0]['id']}: {invalid[0]['reason']})"
+                                                              if invalid else ""),
+            counts["invalid"] == 0,
+            counts["invalid"],
+        )
+    )
     if counts["submitted"] == 0:
         out.append(Result("jobs.submitted", "> 0 jobs accepted by the gateway", "0", False, 0))
     if limits.max_submit_errors is not None:
@@ -371,6 +385,41 @@ def _jobs(f: RunFacts) -> list[Result]:
                 len(errors),
             )
         )
+    return out
+
+
+def _ledger(f: RunFacts) -> list[Result]:
+    """The ledger is exact: every line readable, and the gateway counted what the ledger says it accepted
+    (plus at most the requests cut off in flight at the end, which the gateway may have accepted)."""
+    led = f.ledger
+    out = [
+        Result(
+            "jobs.ledger",
+            "every line of jobs.jsonl readable",
+            f"{led.bad_lines} unreadable line(s)" + (f", e.g. {led.bad_examples[0]!r}" if led.bad_examples else ""),
+            led.bad_lines == 0,
+            led.bad_lines,
+        )
+    ]
+    if f.gateway_submitted is None:
+        return out
+    accepted = len(led.jobs)
+    cut = len(led.cut_off())
+    expected = f"the gateway counted {accepted} accepted (the ledger) + at most {cut} cut off in flight"
+    if isinstance(f.gateway_submitted, str):
+        out.append(Result("jobs.gateway_count", expected, f"not readable: {f.gateway_submitted}", False))
+        return out
+    counted = sum(f.gateway_submitted.get(svc, 0.0) for svc in f.scenario.services)
+    by = ", ".join(f"{svc} {f.gateway_submitted.get(svc, 0):g}" for svc in f.scenario.services)
+    out.append(
+        Result(
+            "jobs.gateway_count",
+            expected,
+            f"gateway_jobs_submitted_total rose by {counted:g} ({by}); ledger {accepted} accepted, {cut} cut off",
+            accepted <= counted <= accepted + cut,
+            counted,
+        )
+    )
     return out
 
 
@@ -421,5 +470,6 @@ def evaluate(f: RunFacts) -> list[Result]:
         results += _alert_fires(f, i)
     results += [_alert_not_fires(f, m) for m in e.alerts_not_fire]
     results += _jobs(f)
+    results += _ledger(f)
     results += _latency(f)
     return results

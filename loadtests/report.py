@@ -69,17 +69,21 @@ def build_report(
     for s in submissions:
         if not s.ok:
             errors[s.error or f"HTTP {s.status}"] = errors.get(s.error or f"HTTP {s.status}", 0) + 1
-    jobs: dict[str, Any] = {"submitted": 0, "completed": 0, "failed": 0, "lost": 0, "by_service": {}}
+    jobs: dict[str, Any] = {"submitted": 0, "completed": 0, "failed": 0, "invalid": 0, "lost": 0, "by_service": {}}
     if f.accounting is not None:
         jobs = {
             **f.accounting.counts(),
             "failed_jobs": f.accounting.failed(),
             "lost_jobs": f.accounting.lost(),
             "retries": f.accounting.retries(),
+            "invalid_jobs": f.accounting.invalid(),
             "drain_timed_out": f.accounting.timed_out,
             "poll_errors": f.accounting.poll_errors,
         }
     jobs["submit_requests"] = len(submissions)
+    jobs["cut_off"] = f.ledger.cut_off()
+    jobs["ledger_bad_lines"] = f.ledger.bad_lines
+    jobs["gateway_submitted"] = f.gateway_submitted
     jobs["submit_errors"] = errors
     load_start = f.anchors.get("load_start") or started
     return {
@@ -186,8 +190,8 @@ def summary(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"jobs: submitted {j['submitted']} = completed {j['completed']} + failed {j['failed']} + "
-        f"lost {j['lost']}  (submission requests {j['submit_requests']}, rejected "
-        f"{sum(j['submit_errors'].values())})",
+        f"invalid {j.get('invalid', 0)} + lost {j['lost']}  (submission requests {j['submit_requests']}, rejected "
+        f"{sum(j['submit_errors'].values())}, cut off {len(j['cut_off'])})",
     ]
     if j.get("retries"):
         r = j["retries"]

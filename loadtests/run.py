@@ -161,6 +161,28 @@ def preflight(run: Run, kube: Kube, prom: Prometheus, am: Alertmanager, api_key:
     return hpas
 
 
+GATEWAY_COUNTER = "sum by (service) (gateway_jobs_submitted_total)"
+
+
+def gateway_counts(prom: Prometheus) -> dict[str, float] | str:
+    """The gateway's own count of accepted jobs per service, or why it cannot be read."""
+    try:
+        values = prom.by_label(GATEWAY_COUNTER, "service")
+    except SourceError as exc:
+        return str(exc)
+    return values or f"Prometheus has no series for {GATEWAY_COUNTER}"
+
+
+def counter_delta(before: dict[str, float] | str | None, after: dict[str, float] | str | None) -> dict | str | None:
+    if before is None or after is None:
+        return None
+    if isinstance(before, str) or isinstance(after, str):
+        return before if isinstance(before, str) else after
+    if any(after.get(k, 0.0) < v for k, v in before.items()):
+        return f"the counter went down (a gateway restart?): before {before}, after {after}"
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+
+
 def wait_for_baseline(run: Run, sampler: Sampler, am_active: list[str], timeout_s: float) -> None:
     """Start from rest: every service at its HPA minimum with an empty queue, no expected alert active."""
     deadline = time.monotonic() + timeout_s
@@ -325,6 +347,8 @@ def execute(args: argparse.Namespace) -> int:
     hpa_bounds: dict[str, tuple[int, int]] = {}
     time_scale: dict[str, int] = {}
     aborted: str | None = None
+    gw_before: dict[str, float] | str | None = None
+    prom: Prometheus | None = None
     try:
         try:
             api_key = args.api_key_file.read_text().strip()
@@ -353,6 +377,7 @@ def execute(args: argparse.Namespace) -> int:
             [a.match.alertname for a in scenario.expect.alerts_fire],
             scenario.timeouts.baseline_s,
         )
+        gw_before = gateway_counts(prom)
         run.anchors["run_start"] = time.time()
         run.note(f"baseline reached after {run.anchors['run_start'] - run.started:.0f} s")
         if "stt" in scenario.services:
@@ -425,6 +450,7 @@ def execute(args: argparse.Namespace) -> int:
             except Exception as exc:
                 run.note(f"COULD NOT restore {editor.store.describe()}: {exc}; its backup is kept")
     run_end = time.time()
+    gateway_submitted = counter_delta(gw_before, gateway_counts(prom) if prom is not None and gw_before else None)
     policies, targets = {}, {}
     for svc in scenario.services:
         try:
@@ -446,9 +472,10 @@ def execute(args: argparse.Namespace) -> int:
         run_end,
         locust.returncode if locust else None,
         args.alert_evidence,
-        policies,
-        targets,
-        args.sample_interval,
+        policies=policies,
+        other_targets=targets,
+        gateway_submitted=gateway_submitted,
+        sample_interval_s=args.sample_interval,
     )
     results = evaluate(facts)
     png = None if args.no_plot else out / "timeline.png"

@@ -130,15 +130,19 @@ class ScriptedGateway:
         body = states[min(n, len(states)) - 1]
         if body.get("status") == 404:
             return httpx.Response(404, json={"error": {"code": "job_not_found", "message": "gone"}})
+        service = job_id[:3]
+        default = {"text": "turn on the lights"} if service == "stt" else {"audio_seconds": 1.4}
         return httpx.Response(
             200,
             json={
                 "id": job_id,
-                "service": job_id[:3],
+                "service": service,
                 "attempts_made": body.get("attempts_made", 1),
                 "error": body.get("error"),
                 "timings": {"total_s": body.get("total_s")},
                 "status": body["status"],
+                "result": body.get("result", default),
+                "audio_url": f"/v1/jobs/{job_id}/audio" if service == "tts" else None,
             },
         )
 
@@ -482,7 +486,7 @@ def test_report_summary_and_timeline_from_recorded_samples(tmp_path):
     assert "Load test 'unit': FAILED" in text
     fail_lines = [line for line in text.splitlines() if line.startswith("FAIL")]
     assert len(fail_lines) == 1 and "scale_up.stt" in fail_lines[0] and "never reached 9" in fail_lines[0]
-    assert "jobs: submitted 20 = completed 20 + failed 0 + lost 0" in text
+    assert "jobs: submitted 20 = completed 20 + failed 0 + invalid 0 + lost 0" in text
 
     png = plot.draw(loaded, tmp_path / "timeline.png")
     width, height = png_size(png)
@@ -576,3 +580,66 @@ def test_retries_per_job_are_reported(tmp_path):
     report = build_report(f, evaluate(f), {"name": "unit"}, T0 - 10, [], None, [])
     assert report["jobs"]["retries"]["retries"] == 3
     assert "retries: 2 job(s) retried, 3 retries in all" in summary(report)
+
+
+# ------------------------------------------------------------------- the exact ledger, result validation
+
+
+def test_an_empty_result_is_not_completed(tmp_path):
+    state = ledger_state(tmp_path)
+    script = {j.job_id: [{"status": "completed", "total_s": 2.0}] for j in state.jobs}
+    tts = next(j.job_id for j in state.jobs if j.service == "tts")
+    stt = next(j.job_id for j in state.jobs if j.service == "stt")
+    script[tts] = [{"status": "completed", "result": {"audio_seconds": 0.0}}]  # a voice that yields no audio
+    script[stt] = [{"status": "completed", "result": {"text": "  ", "segments": []}}]
+    acc = poller(script).drain(state.jobs, deadline_s=5, round_pause_s=0)
+    assert acc.counts()["invalid"] == 2 and acc.counts()["lost"] == 0
+    results = by_name(evaluate(facts(tmp_path, scenario(), accounting=acc)))
+    assert not results["jobs.invalid"].passed
+    assert results["jobs.invalid"].value == 2
+    assert "without audio" in acc.invalid()[0]["reason"] + acc.invalid()[1]["reason"]
+    assert "without a transcript" in acc.invalid()[0]["reason"] + acc.invalid()[1]["reason"]
+
+
+def test_unreadable_ledger_lines_fail_the_run(tmp_path):
+    f = facts(tmp_path, scenario())
+    assert by_name(evaluate(f))["jobs.ledger"].passed
+    with (tmp_path / "jobs.jsonl").open("a") as handle:
+        handle.write('{"kind": "submit", "t": 1\n')  # cut in the middle of a record
+        handle.write("not json at all\n")
+    f.ledger = read_ledger(tmp_path / "jobs.jsonl")
+    result = by_name(evaluate(f))["jobs.ledger"]
+    assert not result.passed and result.value == 2
+    assert "not json at all" in result.observed or '"kind": "submit"' in result.observed
+
+
+def test_requests_cut_off_in_flight_are_counted_against_the_gateway_counter(tmp_path):
+    path = tmp_path / "jobs.jsonl"
+    writer = LedgerWriter(path)
+    writer.write("load_start")
+    writer.write("send", service="stt", request_id="a")
+    writer.write("submit", service="stt", ok=True, status=202, latency_ms=5, job_id="stt-" + "1" * 32, request_id="a")
+    writer.write("send", service="tts", request_id="b")  # the load ended while this one was in flight
+    writer.write("load_stop")
+    writer.close()
+    state = read_ledger(path)
+    assert [c["request_id"] for c in state.cut_off()] == ["b"] and len(state.jobs) == 1
+    f = facts(tmp_path, scenario())
+    f.ledger = state
+    for counted, ok in (({"stt": 1, "tts": 0}, True), ({"stt": 1, "tts": 1}, True), ({"stt": 1, "tts": 2}, False),
+                        ({"stt": 0, "tts": 0}, False)):
+        f.gateway_submitted = counted
+        result = by_name(evaluate(f))["jobs.gateway_count"]
+        assert result.passed is ok, (counted, result.observed)
+    f.gateway_submitted = "Prometheus http://127.0.0.1:19090 does not answer"
+    result = by_name(evaluate(f))["jobs.gateway_count"]
+    assert not result.passed and "not readable" in result.observed
+
+
+def test_gateway_counter_delta():
+    from loadtests.run import counter_delta
+
+    assert counter_delta({"stt": 3.0}, {"stt": 10.0, "tts": 2.0}) == {"stt": 7.0, "tts": 2.0}
+    assert "went down" in counter_delta({"stt": 10.0}, {"stt": 3.0})
+    assert counter_delta("no Prometheus", {"stt": 1.0}) == "no Prometheus"
+    assert counter_delta(None, {"stt": 1.0}) is None
