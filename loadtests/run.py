@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,6 +349,7 @@ def execute(args: argparse.Namespace) -> int:
     time_scale: dict[str, int] = {}
     aborted: str | None = None
     gw_before: dict[str, float] | str | None = None
+    webhook_error: str | None = None
     prom: Prometheus | None = None
     try:
         try:
@@ -368,7 +370,12 @@ def execute(args: argparse.Namespace) -> int:
             if missing:
                 raise Aborted(f"cost config {editor.store.describe()} has no service(s) {sorted(missing)}")
         host, _, port = args.webhook_listen.rpartition(":")
-        receiver = WebhookReceiver.start(book, host or "127.0.0.1", int(port))
+        try:
+            receiver = WebhookReceiver.start(book, host or "127.0.0.1", int(port))
+        except OSError as exc:
+            # The run goes on: expectations that need the webhook fail naming this, the rest are judged.
+            webhook_error = str(exc)
+            run.note(f"no webhook receiver: {exc}")
         sampler = Sampler(run.services, kube, prom, am, book, tail, args.sample_interval)
         sampler.start()
         wait_for_baseline(
@@ -429,6 +436,9 @@ def execute(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         aborted = "interrupted"
         print("loadtests: interrupted; cleaning up", file=sys.stderr, flush=True)
+    except Exception as exc:  # a checker bug still ends with a report saying what broke
+        aborted = f"checker error: {type(exc).__name__}: {exc}"
+        traceback.print_exc()
     finally:
         stop_actions.set()
         if locust is not None and locust.poll() is None:
@@ -476,6 +486,7 @@ def execute(args: argparse.Namespace) -> int:
         other_targets=targets,
         gateway_submitted=gateway_submitted,
         sample_interval_s=args.sample_interval,
+        webhook_error=webhook_error,
     )
     results = evaluate(facts)
     png = None if args.no_plot else out / "timeline.png"

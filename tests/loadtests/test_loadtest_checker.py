@@ -643,3 +643,92 @@ def test_gateway_counter_delta():
     assert "went down" in counter_delta({"stt": 10.0}, {"stt": 3.0})
     assert counter_delta("no Prometheus", {"stt": 1.0}) == "no Prometheus"
     assert counter_delta(None, {"stt": 1.0}) is None
+
+
+# --------------------------------------------------------------- the checker never ends without a report
+
+
+def alert_scenario():
+    return scenario(
+        alerts_fire=[{"alertname": "HPAAtMaxReplicas", "labels": {"service": "stt"}, "within_s": 30,
+                      "resolve": {"after": "load_end", "within_s": 40}}],
+        alerts_not_fire=["HighGPUCost"],
+    )
+
+
+def test_a_resolved_only_alert_is_judged_not_a_crash(tmp_path):
+    book = AlertBook()
+    # Only the resolved notification arrives (it fired before the checker listened).
+    book.on_webhook(webhook("resolved", "HighGPUCost", "tts", iso(T0 - 100), iso(T0 + 5)), received=T0 + 6)
+    book.on_webhook(webhook("resolved", "HPAAtMaxReplicas", "stt", iso(T0 + 20), iso(T0 + 70)), received=T0 + 71)
+    results = by_name(evaluate(facts(tmp_path, alert_scenario(), alerts=book.snapshot())))
+    not_fires = results["alert_not_fires.HighGPUCost"]
+    assert not not_fires.passed and "a resolved notification (no firing one seen)" in not_fires.observed
+    fires = results["alert_fires.HPAAtMaxReplicas{service=stt}"]
+    assert not fires.passed and "never fired" in fires.observed
+    assert "it never fired" in results["alert_resolves.HPAAtMaxReplicas{service=stt}"].observed
+
+
+def test_a_busy_webhook_port_fails_the_alert_expectations_with_the_reason(tmp_path):
+    from loadtests.alerts import WebhookReceiver
+
+    holder = WebhookReceiver.start(AlertBook(), "127.0.0.1", 0)
+    port = holder.server.server_address[1]
+    try:
+        with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1"):
+            WebhookReceiver.start(AlertBook(), "127.0.0.1", port, wait_s=0.5)
+    finally:
+        holder.stop()
+    f = facts(tmp_path, alert_scenario())
+    f.webhook_error = f"cannot listen on 127.0.0.1:{port} for Alertmanager's webhook: in use"
+    results = by_name(evaluate(f))
+    for name in ("alert_fires.HPAAtMaxReplicas{service=stt}", "alert_resolves.HPAAtMaxReplicas{service=stt}"):
+        assert not results[name].passed and "no webhook receiver: cannot listen" in results[name].observed
+    # What does not need the webhook is still judged.
+    assert results["jobs.lost"].passed and results["load.ran"].passed
+    assert "Alertmanager's active list only" in results["alert_not_fires.HighGPUCost"].expected
+
+
+def test_missing_metrics_and_broken_samples_give_failed_expectations_not_a_crash(tmp_path):
+    samples = recorded_samples()
+    for s in samples:  # no queue depth, no replicas: the metric never reached the checker
+        for row in s["services"].values():
+            for key in ("ready", "replicas", "spec_replicas", "queue_depth", "hpa_desired"):
+                row.pop(key, None)
+    f = facts(tmp_path, scenario(scale_up={"stt": {"at_least_replicas": 3, "within_s": 60}},
+                                 back_to_min={"stt": {"within_s": 100}}, replica_bounds=True, policy=["stt"]),
+              samples=samples)
+    from loadtests.envelope import policy_from_inventory
+
+    f.policies = {"stt": policy_from_inventory("stt")}
+    results = by_name(evaluate(f))
+    assert not results["scale_up.stt"].passed and "no replica samples" in results["scale_up.stt"].observed
+    assert not results["replica_bounds.stt"].passed
+    assert not results["policy.stt"].passed
+    # A sample of the wrong type makes a judge raise: that expectation fails with the reason, the rest stand.
+    broken = recorded_samples()
+    broken[10]["services"]["stt"]["ready"] = "eight"
+    f2 = facts(tmp_path, scenario(scale_up={"stt": {"at_least_replicas": 3, "within_s": 60}}), samples=broken)
+    results = by_name(evaluate(f2))
+    assert not results["scale_up.stt"].passed
+    assert results["scale_up.stt"].observed.startswith("could not be judged: TypeError")
+    assert results["jobs.lost"].passed
+    report = build_report(f2, evaluate(f2), {"name": "unit"}, T0 - 10, [], None, [])
+    assert "scale_up.stt" in report["failed_expectations"]
+
+
+def test_alert_bounds_stretch_on_the_standard_profile(tmp_path):
+    book = AlertBook()
+    book.on_webhook(webhook("firing", "HPAAtMaxReplicas", "stt", iso(T0 + 100)), received=T0 + 110)
+    book.on_webhook(webhook("resolved", "HPAAtMaxReplicas", "stt", iso(T0 + 100), iso(T0 + 300)),
+                    received=T0 + 310)
+    fast = facts(tmp_path, alert_scenario(), alerts=book.snapshot())
+    results = by_name(evaluate(fast))
+    assert not results["alert_fires.HPAAtMaxReplicas{service=stt}"].passed  # 110 s > 30 s on the fast profile
+    standard = facts(tmp_path, alert_scenario(), alerts=book.snapshot())
+    standard.time_scale = {"stt": 1, "tts": 1}  # the standard profile: HPA periods and alert `for:` x10
+    results = by_name(evaluate(standard))
+    fires = results["alert_fires.HPAAtMaxReplicas{service=stt}"]
+    assert fires.passed and "within 300 s" in fires.expected and "scenario: 30 s" in fires.expected
+    resolves = results["alert_resolves.HPAAtMaxReplicas{service=stt}"]
+    assert resolves.passed and "within 400 s" in resolves.expected
