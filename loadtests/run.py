@@ -163,15 +163,18 @@ def preflight(run: Run, kube: Kube, prom: Prometheus, am: Alertmanager, api_key:
 
 
 GATEWAY_COUNTER = "sum by (service) (gateway_jobs_submitted_total)"
+# BullMQ's own sets of finished jobs, as the queue exporter reads them. They are pruned by age
+# (removeOnComplete/removeOnFail), so their rise is a lower bound of what finished: reported, not judged.
+BULLMQ_FINISHED = "sum by (queue_name) (redis_queue_completed + redis_queue_failed)"
 
 
-def gateway_counts(prom: Prometheus) -> dict[str, float] | str:
-    """The gateway's own count of accepted jobs per service, or why it cannot be read."""
+def gateway_counts(prom: Prometheus, expr: str = GATEWAY_COUNTER, label: str = "service") -> dict[str, float] | str:
+    """The gateway's own count of accepted jobs per service (or another counter), or why it cannot be read."""
     try:
-        values = prom.by_label(GATEWAY_COUNTER, "service")
+        values = prom.by_label(expr, label)
     except SourceError as exc:
         return str(exc)
-    return values or f"Prometheus has no series for {GATEWAY_COUNTER}"
+    return values or f"Prometheus has no series for {expr}"
 
 
 def counter_delta(before: dict[str, float] | str | None, after: dict[str, float] | str | None) -> dict | str | None:
@@ -350,6 +353,7 @@ def execute(args: argparse.Namespace) -> int:
     aborted: str | None = None
     gw_before: dict[str, float] | str | None = None
     webhook_error: str | None = None
+    bull_before: dict[str, float] | str | None = None
     prom: Prometheus | None = None
     try:
         try:
@@ -385,6 +389,7 @@ def execute(args: argparse.Namespace) -> int:
             scenario.timeouts.baseline_s,
         )
         gw_before = gateway_counts(prom)
+        bull_before = gateway_counts(prom, BULLMQ_FINISHED, "queue_name")
         run.anchors["run_start"] = time.time()
         run.note(f"baseline reached after {run.anchors['run_start'] - run.started:.0f} s")
         if "stt" in scenario.services:
@@ -461,6 +466,12 @@ def execute(args: argparse.Namespace) -> int:
                 run.note(f"COULD NOT restore {editor.store.describe()}: {exc}; its backup is kept")
     run_end = time.time()
     gateway_submitted = counter_delta(gw_before, gateway_counts(prom) if prom is not None and gw_before else None)
+    bullmq_finished = counter_delta(
+        bull_before,
+        gateway_counts(prom, BULLMQ_FINISHED, "queue_name") if prom is not None and bull_before else None,
+    )
+    if bullmq_finished is not None:
+        run.note(f"BullMQ's finished sets rose by {bullmq_finished} (a lower bound: pruned by age)")
     policies, targets = {}, {}
     for svc in scenario.services:
         try:
@@ -491,6 +502,7 @@ def execute(args: argparse.Namespace) -> int:
     results = evaluate(facts)
     png = None if args.no_plot else out / "timeline.png"
     report = build_report(facts, results, target, run.started, run.actions_done, str(png) if png else None, run.notes)
+    report["jobs"]["bullmq_finished"] = bullmq_finished
     if aborted:
         report["status"], report["passed"], report["aborted"] = "aborted", False, aborted
     write_report(report, out / "report.json")
