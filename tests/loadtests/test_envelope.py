@@ -219,3 +219,53 @@ def test_trajectories_bracket_the_observed_run():
     # Latest: the metric 2.5 + 2 + 0.5 s old, decisions on the 2 s grid.
     assert latest[:3] == [(0.0, 2), (16.0, 4), (22.0, 8)]
     assert [r for _, r in earliest] == [2, 4, 8, 4, 2] == [r for _, r in latest]
+
+
+# ------------------------------------------------------------------ the pipeline's timing, many times over
+
+WRONG = {
+    "pods-1": (replace(TABLE, up=Rules(0, (RatePolicy("Pods", 1, 6),))), "scale_up_late"),
+    "percent-10": (replace(TABLE, up=Rules(0, (RatePolicy("Percent", 10, 6),))), "scale_up_late"),
+    "select-min": (replace(TABLE, up=TABLE.up.flipped(), down=TABLE.down.flipped()), "select_policy"),
+    "stabilization-0": (replace(TABLE, down=replace(TABLE.down, stabilization_s=0)), "scale_down_stabilization"),
+    "max-2": (replace(TABLE, max_replicas=2), "max_replicas"),
+}
+
+
+def pipeline_run(policy: Policy, seed: int, sample_s: float = 0.5) -> tuple[list, list]:
+    """The controller (``simulate``) behind the real pipeline's delays, with phases drawn from ``seed``: the
+    exporter reads Redis at its scrapes (every 2 s), the query takes up to 0.3 s, the HPA syncs every 2 s
+    (+ up to 0.1 s of processing) from a random phase, the sampler reads every ``sample_s`` from another."""
+    import random
+
+    rng = random.Random(seed)
+    scrape_phase, sync_phase, sample_phase = rng.uniform(0, 2), rng.uniform(0, 2), rng.uniform(0, sample_s)
+    query = rng.uniform(0, 0.3)
+    sync = 2.0 + rng.uniform(0, 0.1)
+
+    def seen(t: float) -> float:  # the value the adapter serves at t: the last scrape before the query
+        k = (t - query - scrape_phase) // 2.0
+        return usage_at(scrape_phase + 2.0 * k)
+
+    steps = [(0.0, 2), *simulate(policy, seen, 2, sync_phase, END, sync)]
+    times = [sample_phase + i * sample_s for i in range(int((END - 1) / sample_s))]
+    observed = [(t, [r for s, r in steps if s <= t][-1]) for t in times]
+    return observed, [(t, usage_at(t)) for t in times]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_table_passes_whatever_the_pipeline_phases(seed):
+    observed, usage = pipeline_run(TABLE, seed)
+    verdict = judge(TABLE, TIMING, observed, usage)
+    assert verdict.passed, [f.to_json() for f in verdict.findings]
+    observed2, usage2 = pipeline_run(TABLE, seed, sample_s=2.0)  # the checker's 2 s sampling
+    assert judge(TABLE, TIMING, observed2, usage2).passed
+
+
+@pytest.mark.parametrize("name", sorted(WRONG))
+@pytest.mark.parametrize("seed", range(6))
+def test_each_wrong_policy_is_named_whatever_the_pipeline_phases(name, seed):
+    policy, rule = WRONG[name]
+    observed, usage = pipeline_run(policy, seed)
+    verdict = judge(TABLE, TIMING, observed, usage)
+    assert verdict.rules[:1] == [rule], [f.to_json() for f in verdict.findings][:3]
