@@ -224,7 +224,10 @@ def test_the_judge_fails_each_wrong_policy_by_name_and_passes_the_table(cluster,
         got, want = live["behavior"][direction], ours["behavior"][direction]
         assert got["stabilizationWindowSeconds"] == want["stabilizationWindowSeconds"], direction
         assert got["selectPolicy"] == want["selectPolicy"], direction
-        assert sorted(map(json.dumps, got["policies"])) == sorted(map(json.dumps, want["policies"])), direction
+        def canon(policies: list[dict]) -> list[str]:
+            return sorted(json.dumps(p, sort_keys=True) for p in policies)
+
+        assert canon(got["policies"]) == canon(want["policies"]), (direction, got, want)
     assert (live["minReplicas"], live["maxReplicas"]) == (TABLE.min_replicas, TABLE.max_replicas)
 
     # The queue exporter must export the self-test's queues (inventory: model_services_queue_exporter_extra_queues).
