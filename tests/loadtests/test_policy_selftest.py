@@ -40,7 +40,8 @@ GROUP_VARS = yaml.safe_load((INVENTORY / "group_vars/all/loadtests.yml").read_te
 PORTS = yaml.safe_load((INVENTORY / "group_vars/all/ports.yml").read_text())
 NAMESPACE = GROUP_VARS["loadtest_policy_selftest_namespace"]
 QUEUES = [q.split(":")[0] for q in GROUP_VARS["model_services_queue_exporter_extra_queues"]]
-PROMETHEUS = f"http://127.0.0.1:{PORTS['prometheus_stack_prometheus_port']}"
+# The stack's Prometheus (LOADTEST_PROMETHEUS_URL for a stack on other ports, as the checker's --prometheus-url).
+PROMETHEUS = os.environ.get("LOADTEST_PROMETHEUS_URL") or f"http://127.0.0.1:{PORTS['prometheus_stack_prometheus_port']}"
 SERVICES_NAMESPACE = "model-serving"
 JOBS = 100  # ceil(100 / 5) = 20 replicas asked for: every HPA is driven to its maximum
 HOLD_S = 45.0  # the backlog stays this long: the slowest wrong policy (1 pod / 6 s) needs 36 s to reach 8
