@@ -147,12 +147,12 @@ class Recorder(threading.Thread):
                     h.metadata.name: h
                     for h in self.autoscaling.list_namespaced_horizontal_pod_autoscaler(NAMESPACE).items
                 }
-                for (name, _queue), depth in zip(self.names.items(), depths, strict=True):
+                for (name, obj), depth in zip(self.names.items(), depths, strict=True):
                     self.depth[name].append((now, float(depth)))
-                    if name in deps:
-                        self.replicas[name].append((now, int(deps[name].spec.replicas or 0)))
-                    if name in hpas and hpas[name].status is not None:
-                        self.desired[name].append((now, hpas[name].status.desired_replicas))
+                    if obj in deps:  # the Deployment, HPA and queue share one name
+                        self.replicas[name].append((now, int(deps[obj].spec.replicas or 0)))
+                    if obj in hpas and hpas[obj].status is not None:
+                        self.desired[name].append((now, hpas[obj].status.desired_replicas))
             except Exception as exc:  # a failed read is a gap, named in the failure message
                 self.errors.append(f"{time.time():.1f} {type(exc).__name__}: {exc}")
             self.halt.wait(max(0.0, SAMPLE_S - (time.monotonic() - started)))
@@ -338,6 +338,7 @@ def test_the_judge_fails_each_wrong_policy_by_name_and_passes_the_table(cluster,
         return f"{name}: rules {v.rules}, findings {[f.to_json() for f in v.findings][:3]}, replicas {steps}"
 
     assert len(recorder.errors) < 10, recorder.errors[:5]
+    assert all(len(recorder.replicas[n]) > 100 for n in cases), {n: len(r) for n, r in recorder.replicas.items()}
     for name, (_, rule) in cases.items():
         v = verdicts[name]
         if rule is None:
