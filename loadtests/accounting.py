@@ -16,7 +16,23 @@ import httpx
 
 from loadtests.ledger import Submission
 
-TERMINAL = ("completed", "failed")
+TERMINAL = ("completed", "failed", "invalid")
+
+
+def result_problem(service: str, body: dict[str, Any]) -> str | None:
+    """Why a completed job's result is not a result: a transcript for STT, audio of some length for TTS."""
+    result = body.get("result")
+    if service == "stt":
+        text = result.get("text") if isinstance(result, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            return f"completed without a transcript (result text {text!r:.40})"
+    elif service == "tts":
+        seconds = result.get("audio_seconds") if isinstance(result, dict) else None
+        if not isinstance(seconds, int | float) or seconds <= 0:
+            return f"completed without audio (audio_seconds {seconds!r})"
+        if not body.get("audio_url"):
+            return "completed without an audio_url to fetch the audio from"
+    return None
 
 
 @dataclass
@@ -49,11 +65,13 @@ class Accounting:
             items = [o for o in self.outcomes.values() if service is None or o.service == service]
             completed = sum(o.state == "completed" for o in items)
             failed = sum(o.state == "failed" for o in items)
+            invalid = sum(o.state == "invalid" for o in items)
             return {
                 "submitted": len(items),
                 "completed": completed,
                 "failed": failed,
-                "lost": len(items) - completed - failed,
+                "invalid": invalid,
+                "lost": len(items) - completed - failed - invalid,
             }
 
         services = sorted({o.service for o in self.outcomes.values()})
@@ -70,6 +88,30 @@ class Accounting:
             for o in self.outcomes.values()
             if o.state == "failed"
         ]
+
+    def invalid(self) -> list[dict[str, Any]]:
+        return [
+            {"id": o.job_id, "service": o.service, "reason": o.error or "invalid result"}
+            for o in self.outcomes.values()
+            if o.state == "invalid"
+        ]
+
+    def retries(self) -> dict[str, Any]:
+        """Runs per finished job as BullMQ counts them (``attemptsMade``: one per completed or failed run).
+        A run lost to a killed worker (a stall) is counted by BullMQ apart and is not in this number."""
+        finished = [o for o in self.outcomes.values() if o.state in TERMINAL and o.attempts is not None]
+        by_attempts: dict[str, int] = {}
+        for o in finished:
+            by_attempts[str(o.attempts)] = by_attempts.get(str(o.attempts), 0) + 1
+        retried = sorted((o for o in finished if (o.attempts or 0) > 1), key=lambda o: -(o.attempts or 0))
+        return {
+            "jobs_retried": len(retried),
+            "retries": sum((o.attempts or 1) - 1 for o in retried),
+            "jobs_by_attempts": dict(sorted(by_attempts.items(), key=lambda kv: int(kv[0]))),
+            "retried_jobs": [
+                {"id": o.job_id, "service": o.service, "attempts": o.attempts, "state": o.state} for o in retried
+            ],
+        }
 
     def lost(self) -> list[dict[str, Any]]:
         return [
@@ -123,6 +165,10 @@ class JobPoller:
         outcome.processing_s = timings.get("processing_s")
         if outcome.state == "failed":
             outcome.error = body.get("error")
+        elif outcome.state == "completed":
+            problem = result_problem(outcome.service, body)
+            if problem:
+                outcome.state, outcome.error = "invalid", problem
 
     def drain(
         self,

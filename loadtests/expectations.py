@@ -4,11 +4,12 @@ observed (with the number) and pass or fail, so a failure names the expectation 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from loadtests.accounting import Accounting
 from loadtests.alerts import AlertRecord
+from loadtests.envelope import Policy, Timing, Verdict, judge, pod_metric_recommendation
 from loadtests.ledger import LedgerState
 from loadtests.scenario import AlertMatch, Scenario
 
@@ -42,10 +43,28 @@ class RunFacts:
     # What proves an alert fired or resolved: a notification at the checker's webhook (default), or
     # Alertmanager's API (cluster targets whose Alertmanager cannot reach the checker).
     alert_evidence: str = "webhook"
+    # The inventory's HPA policy and controller timing per service (loadtests/envelope.py), and the targets of
+    # the HPA's other metrics; the judge never takes them from the live HPA.
+    policies: dict[str, tuple[Policy, Timing]] = field(default_factory=dict)
+    # The gateway's own count of accepted jobs during the run (gateway_jobs_submitted_total, per service), or
+    # why it could not be read; None: not read (no Prometheus).
+    gateway_submitted: dict[str, float] | str | None = None
+    other_targets: dict[str, dict[str, float]] = field(default_factory=dict)
+    sample_interval_s: float = 2.0
+    # Why the checker's webhook receiver could not listen (a busy port), if it could not.
+    webhook_error: str | None = None
 
     def factor(self, service: str) -> float:
         """Scenario bounds on HPA timing are written for one time scale; a target's HPAs may carry another."""
         return self.scenario.written_for_time_scale / self.time_scale.get(service, self.scenario.written_for_time_scale)
+
+    def alert_factor(self, labels: dict[str, str]) -> float:
+        """Alert bounds stretch like HPA bounds: the profile that sets the time scale sets the alerts' `for:` too.
+        The alert's own service when it names one, else the slowest of the scenario's services."""
+        service = labels.get("service")
+        if service in self.time_scale:
+            return self.factor(service)
+        return max((self.factor(svc) for svc in self.scenario.services), default=1.0)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -167,6 +186,59 @@ def _back_to_min(f: RunFacts, service: str) -> Result:
     return Result(name, expected, f"at {minimum} after {elapsed:.1f} s", elapsed <= bound, round(elapsed, 1))
 
 
+def policy_verdict(f: RunFacts, service: str) -> Verdict | None:
+    """The service's replicas (Deployment spec: what the HPA set) judged against the inventory's policy for
+    the queue depth Prometheus held (what the adapter served), from the load start on."""
+    if service not in f.policies:
+        return None
+    policy, timing = f.policies[service]
+    # The series is Prometheus' value as the sampler read it; the HPA read the same store at its syncs, up to
+    # one sample interval newer than the last sample.
+    timing = replace(timing, lag_s=(-f.sample_interval_s, timing.margin_s))
+    start = f.anchors.get("load_start")
+    if start is None:
+        return None
+    rows = [(s["t"], s["services"][service]) for s in f.samples if s["t"] >= start - 10 and service in s["services"]]
+    observed = [(t, int(r["spec_replicas"])) for t, r in rows if r.get("spec_replicas") is not None]
+    usage = [(t, float(r["queue_depth"])) for t, r in rows if r.get("queue_depth") is not None]
+    extra = []
+    for t, r in rows:
+        current, metrics = r.get("hpa_current"), r.get("hpa_metrics") or {}
+        props = [
+            pod_metric_recommendation(metrics[name], target, int(current), policy.tolerance)
+            for name, target in f.other_targets.get(service, {}).items()
+            if name in metrics and current
+        ]
+        if props:
+            extra.append((t, max(props)))
+    return judge(policy, timing, observed, usage, extra, t_origin=start)
+
+
+def _policy(f: RunFacts, service: str) -> Result:
+    name = f"policy.{service}"
+    if service not in f.policies:
+        return Result(name, "replicas follow the inventory's HPA policy", "no policy for it in the inventory", False)
+    policy = f.policies[service][0]
+    expected = (
+        f"replicas in [{policy.min_replicas}, {policy.max_replicas}], up {policy.up.describe()}, down "
+        f"{policy.down.describe()} after {policy.down.stabilization_s:g} s"
+    )
+    verdict = policy_verdict(f, service)
+    if verdict is None:
+        return Result(name, expected, "the load never started", False)
+    first = verdict.first()
+    if first is None:
+        return Result(name, expected, f"held at all {len(verdict.envelope)} samples", True, 0)
+    return Result(
+        name,
+        expected,
+        f"{first.rule} at +{first.t:g} s: expected {first.expected}, observed {first.observed} ({first.message}); "
+        f"rules broken: {', '.join(verdict.rules)}",
+        False,
+        len(verdict.findings),
+    )
+
+
 def _replica_bounds(f: RunFacts, service: str) -> Result:
     low, high = f.hpa_bounds.get(service, (None, None))
     name = f"replica_bounds.{service}"
@@ -189,8 +261,20 @@ def _alert_fires(f: RunFacts, index: int) -> list[Result]:
     proof = "webhook notification" if ev == "webhook" else "listed by Alertmanager"
     anchor = f.anchors.get(exp.after)
     out = []
-    expected = f"fires ({proof}) within {exp.within_s:g} s after {exp.after}"
+    factor = f.alert_factor(exp.match.labels)
+    within = exp.within_s * factor
+    resolve_within = (exp.resolve_within_s or 0) * factor
+    scaled = "" if factor == 1 else f" (scenario: {exp.within_s:g} s at time scale {f.scenario.written_for_time_scale})"
+    expected = f"fires ({proof}) within {within:g} s after {exp.after}{scaled}"
     records = _matching(f, exp.match)
+    if ev == "webhook" and f.webhook_error:
+        out = [Result(f"alert_fires.{key}", expected, f"no webhook receiver: {f.webhook_error}", False)]
+        if exp.resolve_after is not None:
+            out.append(
+                Result(f"alert_resolves.{key}", "resolves (webhook notification)", f"no webhook receiver: "
+                       f"{f.webhook_error}", False)
+            )
+        return out
     if anchor is None:
         return [Result(f"alert_fires.{key}", expected, f"{exp.after} never happened", False)]
     # An episode that began before the anchor proves nothing about what the anchor caused.
@@ -217,7 +301,7 @@ def _alert_fires(f: RunFacts, index: int) -> list[Result]:
                 f"alert_fires.{key}",
                 expected,
                 f"{verb} {elapsed:.1f} s after {exp.after}",
-                elapsed <= exp.within_s,
+                elapsed <= within,
                 round(elapsed, 1),
             )
         )
@@ -225,7 +309,7 @@ def _alert_fires(f: RunFacts, index: int) -> list[Result]:
         return out
     r_anchor = f.anchors.get(exp.resolve_after)
     r_proof = "webhook notification" if ev == "webhook" else "gone from Alertmanager"
-    r_expected = f"resolves ({r_proof}) within {exp.resolve_within_s:g} s after {exp.resolve_after}"
+    r_expected = f"resolves ({r_proof}) within {resolve_within:g} s after {exp.resolve_after}"
     name = f"alert_resolves.{key}"
     resolved = None if record is None else record.resolved_at(ev)
     if record is None:
@@ -248,7 +332,7 @@ def _alert_fires(f: RunFacts, index: int) -> list[Result]:
                 name,
                 r_expected,
                 f"resolved {elapsed:.1f} s after {exp.resolve_after}",
-                elapsed <= (exp.resolve_within_s or 0),
+                elapsed <= resolve_within,
                 round(elapsed, 1),
             )
         )
@@ -259,11 +343,23 @@ def _alert_not_fires(f: RunFacts, match: AlertMatch) -> Result:
     start = f.anchors.get("run_start", 0.0)
     records = _matching(f, match)
     expected = "never fires during the run"
+    if f.webhook_error and f.alert_evidence == "webhook":
+        expected += " (no webhook receiver: judged from Alertmanager's active list only)"
     if not records:
         return Result(f"alert_not_fires.{match.key()}", expected, "never fired", True)
     r = records[0]
-    when = min(t for t in (r.firing_received, r.am_first_seen) if t is not None)
-    how = "notified" if r.firing_received is not None else "active in Alertmanager"
+    # A resolved notification alone (it fired before the run, or its firing one was missed) still proves it fired.
+    times = [t for t in (r.firing_received, r.am_first_seen) if t is not None] or [
+        t for t in (r.starts_at, r.resolved_received) if t is not None
+    ]
+    when = min(times) if times else start
+    how = (
+        "notified"
+        if r.firing_received is not None
+        else "active in Alertmanager"
+        if r.am_first_seen is not None
+        else "a resolved notification (no firing one seen)"
+    )
     labels = {k: v for k, v in r.labels.items() if k in ("service", "pod", "node", "Hostname")}
     return Result(
         f"alert_not_fires.{match.key()}",
@@ -298,6 +394,17 @@ def _jobs(f: RunFacts) -> list[Result]:
             counts["failed"],
         ),
     ]
+    invalid = f.accounting.invalid()
+    out.append(
+        Result(
+            "jobs.invalid",
+            "0 completed jobs without a result (STT: a transcript; TTS: audio longer than 0 s)",
+            f"{counts['invalid']} of {counts['submitted']}" + (f" (e.g. {invalid[0]['id']}: {invalid[0]['reason']})"
+                                                              if invalid else ""),
+            counts["invalid"] == 0,
+            counts["invalid"],
+        )
+    )
     if counts["submitted"] == 0:
         out.append(Result("jobs.submitted", "> 0 jobs accepted by the gateway", "0", False, 0))
     if limits.max_submit_errors is not None:
@@ -312,6 +419,41 @@ def _jobs(f: RunFacts) -> list[Result]:
                 len(errors),
             )
         )
+    return out
+
+
+def _ledger(f: RunFacts) -> list[Result]:
+    """The ledger is exact: every line readable, and the gateway counted what the ledger says it accepted
+    (plus at most the requests cut off in flight at the end, which the gateway may have accepted)."""
+    led = f.ledger
+    out = [
+        Result(
+            "jobs.ledger",
+            "every line of jobs.jsonl readable",
+            f"{led.bad_lines} unreadable line(s)" + (f", e.g. {led.bad_examples[0]!r}" if led.bad_examples else ""),
+            led.bad_lines == 0,
+            led.bad_lines,
+        )
+    ]
+    if f.gateway_submitted is None:
+        return out
+    accepted = len(led.jobs)
+    cut = len(led.cut_off())
+    expected = f"the gateway counted {accepted} accepted (the ledger) + at most {cut} cut off in flight"
+    if isinstance(f.gateway_submitted, str):
+        out.append(Result("jobs.gateway_count", expected, f"not readable: {f.gateway_submitted}", False))
+        return out
+    counted = sum(f.gateway_submitted.get(svc, 0.0) for svc in f.scenario.services)
+    by = ", ".join(f"{svc} {f.gateway_submitted.get(svc, 0):g}" for svc in f.scenario.services)
+    out.append(
+        Result(
+            "jobs.gateway_count",
+            expected,
+            f"gateway_jobs_submitted_total rose by {counted:g} ({by}); ledger {accepted} accepted, {cut} cut off",
+            accepted <= counted <= accepted + cut,
+            counted,
+        )
+    )
     return out
 
 
@@ -350,16 +492,34 @@ def _latency(f: RunFacts) -> list[Result]:
     return out
 
 
+def _guarded(name: str, judge_one: Any, *args: Any) -> list[Result]:
+    """One expectation's verdict; a judge that raises gives a failed expectation with the reason, never a
+    checker without a report."""
+    try:
+        out = judge_one(*args)
+    except Exception as exc:
+        return [Result(name, "judged from the run's records", f"could not be judged: {type(exc).__name__}: {exc}",
+                       False)]
+    return out if isinstance(out, list) else [out]
+
+
 def evaluate(f: RunFacts) -> list[Result]:
     e = f.scenario.expect
-    results = [_load_ran(f)]
-    results += [_scale_up(f, svc) for svc in e.scale_up]
-    results += [_back_to_min(f, svc) for svc in e.back_to_min]
+    results = _guarded("load.ran", _load_ran, f)
+    for svc in e.scale_up:
+        results += _guarded(f"scale_up.{svc}", _scale_up, f, svc)
+    for svc in e.back_to_min:
+        results += _guarded(f"back_to_min.{svc}", _back_to_min, f, svc)
     if e.replica_bounds:
-        results += [_replica_bounds(f, svc) for svc in f.scenario.services]
-    for i in range(len(e.alerts_fire)):
-        results += _alert_fires(f, i)
-    results += [_alert_not_fires(f, m) for m in e.alerts_not_fire]
-    results += _jobs(f)
-    results += _latency(f)
+        for svc in f.scenario.services:
+            results += _guarded(f"replica_bounds.{svc}", _replica_bounds, f, svc)
+    for svc in e.policy:
+        results += _guarded(f"policy.{svc}", _policy, f, svc)
+    for i, exp in enumerate(e.alerts_fire):
+        results += _guarded(f"alert_fires.{exp.match.key()}", _alert_fires, f, i)
+    for m in e.alerts_not_fire:
+        results += _guarded(f"alert_not_fires.{m.key()}", _alert_not_fires, f, m)
+    results += _guarded("jobs", _jobs, f)
+    results += _guarded("jobs.ledger", _ledger, f)
+    results += _guarded("latency_p95", _latency, f)
     return results

@@ -2,8 +2,11 @@
 read by the checker (live, by tailing, and at the end for the no-loss accounting).
 
 Records (``kind``):
+- ``send``: ``t``, ``service``, ``request_id``: written before a submission request goes out.
 - ``submit``: ``t`` (wall clock), ``service``, ``ok``, ``status`` (HTTP status, 0 when no answer),
-  ``latency_ms``, ``job_id`` (when accepted) or ``error``.
+  ``latency_ms``, ``job_id`` (when accepted) or ``error``, and the ``request_id`` of its ``send``.
+  A ``send`` without its ``submit`` is a request cut off (the load ended or Locust was stopped while it was in
+  flight): the gateway may have accepted it, so the checker counts it against the gateway's own counter.
 - ``load_start`` / ``load_stop``: ``t``; ``stage``: ``t``, ``name``, ``users``, ``spawn_rate``.
 """
 
@@ -55,10 +58,17 @@ class LedgerState:
     load_start: float | None = None
     load_stop: float | None = None
     bad_lines: int = 0
+    bad_examples: list[str] = field(default_factory=list)
+    sends: dict[str, tuple[float, str]] = field(default_factory=dict)  # request_id -> (t, service), until answered
 
     @property
     def jobs(self) -> list[Submission]:
         return [s for s in self.submissions if s.ok and s.job_id]
+
+    def cut_off(self) -> list[dict[str, Any]]:
+        """Requests that went out and never got an answer recorded."""
+        pending = sorted(self.sends.items(), key=lambda item: item[1])
+        return [{"request_id": k, "t": t, "service": svc} for k, (t, svc) in pending]
 
     def stage_at(self, t: float) -> dict[str, Any] | None:
         current = None
@@ -71,7 +81,11 @@ class LedgerState:
 
     def apply(self, record: dict[str, Any]) -> None:
         kind = record.get("kind")
-        if kind == "submit":
+        if kind == "send":
+            self.sends[str(record["request_id"])] = (float(record["t"]), str(record["service"]))
+        elif kind == "submit":
+            if record.get("request_id") is not None:
+                self.sends.pop(str(record["request_id"]), None)
             self.submissions.append(
                 Submission(
                     record["t"],
@@ -115,6 +129,8 @@ class LedgerTail:
                     self.state.apply(json.loads(line))
                 except (ValueError, KeyError, TypeError):
                     self.state.bad_lines += 1
+                    if len(self.state.bad_examples) < 3:
+                        self.state.bad_examples.append(line[:200].decode("utf-8", "replace"))
             return self.state
 
 

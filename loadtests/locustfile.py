@@ -22,6 +22,7 @@ import random
 import re
 import sys
 import time
+import uuid
 from pathlib import Path
 
 # Locust puts this file's folder on sys.path, not the repository root that holds the package.
@@ -91,7 +92,13 @@ class GatewayUser(FastHttpUser):
     wait_time = between(*SCENARIO.load.wait_s)
     service = ""
 
-    def record(self, response, started: float) -> None:
+    def send(self) -> str:
+        """Note the request before it goes out: one cut off by the end of the load is still counted."""
+        request_id = uuid.uuid4().hex
+        ledger().write("send", service=self.service, request_id=request_id)
+        return request_id
+
+    def record(self, response, started: float, request_id: str) -> None:
         """Validate a submission answer; mark it failed in Locust's stats if wrong; record it."""
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         error = None
@@ -120,10 +127,19 @@ class GatewayUser(FastHttpUser):
                 status=response.status_code,
                 latency_ms=latency_ms,
                 error=error,
+                request_id=request_id,
             )
         else:
             response.success()
-            ledger().write("submit", service=self.service, ok=True, status=202, latency_ms=latency_ms, job_id=job_id)
+            ledger().write(
+                "submit",
+                service=self.service,
+                ok=True,
+                status=202,
+                latency_ms=latency_ms,
+                job_id=job_id,
+                request_id=request_id,
+            )
 
 
 class SttUser(GatewayUser):
@@ -157,6 +173,7 @@ class SttUser(GatewayUser):
             "Authorization": f"Bearer {api_key()}",
             "Content-Type": f"multipart/form-data; boundary={self.boundary}",
         }
+        request_id = self.send()
         started = time.perf_counter()
         with self.client.post(
             "/v1/jobs/stt",
@@ -165,7 +182,7 @@ class SttUser(GatewayUser):
             catch_response=True,
             name="POST /v1/jobs/stt",
         ) as response:
-            self.record(response, started)
+            self.record(response, started, request_id)
 
 
 class TtsUser(GatewayUser):
@@ -175,6 +192,7 @@ class TtsUser(GatewayUser):
     @task
     def submit(self) -> None:
         headers = {"Authorization": f"Bearer {api_key()}"}
+        request_id = self.send()
         started = time.perf_counter()
         with self.client.post(
             "/v1/jobs/tts",
@@ -183,7 +201,7 @@ class TtsUser(GatewayUser):
             catch_response=True,
             name="POST /v1/jobs/tts",
         ) as response:
-            self.record(response, started)
+            self.record(response, started, request_id)
 
 
 USER_CLASSES = [cls for cls in (SttUser, TtsUser) if SCENARIO.load.mix.get(cls.service, 0) > 0]

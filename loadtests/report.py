@@ -7,45 +7,61 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtests.expectations import Result, RunFacts, back_to_min_time, latency_summary
+from loadtests.expectations import Result, RunFacts, back_to_min_time, latency_summary, policy_verdict
 
 REPORT_VERSION = 1
 
 
 def scaling_summary(f: RunFacts) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    start, end = f.anchors.get("load_start"), f.anchors.get("load_end")
     for svc in f.scenario.services:
-        # From the load start on: what happened while the target settled into its baseline is not this run's.
-        rows = [
-            (s["t"], s["services"][svc])
-            for s in f.samples
-            if svc in s.get("services", {}) and start is not None and s["t"] >= start
-        ]
-        low, high = f.hpa_bounds.get(svc, (None, None))
-        ready = [r.get("ready") for _, r in rows if r.get("ready") is not None]
-        desired = [r.get("hpa_desired") for _, r in rows if r.get("hpa_desired") is not None]
-        depth = [r.get("queue_depth") for _, r in rows if r.get("queue_depth") is not None]
-        cost = [r.get("cost_per_hour") for _, r in rows if r.get("cost_per_hour") is not None]
-        first_up = next(
-            (t - start for t, r in rows if low is not None and (r.get("hpa_desired") or 0) > low),
-            None,
-        )
-        peak = max(ready) if ready else None
-        peak_at = next((t - start for t, r in rows if r.get("ready") == peak), None)
-        settled = back_to_min_time(f.samples, svc, low, end) if end is not None and low is not None else None
-        out[svc] = {
-            "hpa_min": low,
-            "hpa_max": high,
-            "time_scale": f.time_scale.get(svc),
-            "max_ready_replicas": peak,
-            "max_desired_replicas": max(desired) if desired else None,
-            "first_scale_up_s": None if first_up is None else round(first_up, 1),
-            "max_reached_after_s": None if peak_at is None else round(peak_at, 1),
-            "back_to_min_after_load_s": None if settled is None else round(max(0.0, settled - end), 1),
-            "max_queue_depth": max(depth) if depth else None,
-            "max_cost_per_hour_usd": round(max(cost), 4) if cost else None,
-        }
+        try:
+            out.update(_scaling_one(f, svc))
+        except Exception as exc:  # bad samples: the report says so and is written all the same
+            out[svc] = {"error": f"{type(exc).__name__}: {exc}", "policy": None}
+    return out
+
+
+def _scaling_one(f: RunFacts, svc: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    start, end = f.anchors.get("load_start"), f.anchors.get("load_end")
+    # From the load start on: what happened while the target settled into its baseline is not this run's.
+    rows = [
+        (s["t"], s["services"][svc])
+        for s in f.samples
+        if svc in s.get("services", {}) and start is not None and s["t"] >= start
+    ]
+    low, high = f.hpa_bounds.get(svc, (None, None))
+    ready = [r.get("ready") for _, r in rows if r.get("ready") is not None]
+    desired = [r.get("hpa_desired") for _, r in rows if r.get("hpa_desired") is not None]
+    depth = [r.get("queue_depth") for _, r in rows if r.get("queue_depth") is not None]
+    cost = [r.get("cost_per_hour") for _, r in rows if r.get("cost_per_hour") is not None]
+    first_up = next(
+        (t - start for t, r in rows if low is not None and (r.get("hpa_desired") or 0) > low),
+        None,
+    )
+    peak = max(ready) if ready else None
+    peak_at = next((t - start for t, r in rows if r.get("ready") == peak), None)
+    settled = back_to_min_time(f.samples, svc, low, end) if end is not None and low is not None else None
+    out[svc] = {
+        "hpa_min": low,
+        "hpa_max": high,
+        "time_scale": f.time_scale.get(svc),
+        "max_ready_replicas": peak,
+        "max_desired_replicas": max(desired) if desired else None,
+        "first_scale_up_s": None if first_up is None else round(first_up, 1),
+        "max_reached_after_s": None if peak_at is None else round(peak_at, 1),
+        "back_to_min_after_load_s": None if settled is None else round(max(0.0, settled - end), 1),
+        "max_queue_depth": max(depth) if depth else None,
+        "max_cost_per_hour_usd": round(max(cost), 4) if cost else None,
+    }
+    # The inventory policy's verdict for every service, also where the scenario does not expect it.
+    try:
+        verdict = policy_verdict(f, svc)
+        out[svc]["policy"] = None if verdict is None else verdict.to_json()
+    except Exception as exc:  # the report is written whatever the judge does
+        out[svc]["policy"] = {"passed": False, "error": f"{type(exc).__name__}: {exc}", "rules_broken": [],
+                              "findings": [], "envelope": []}
     return out
 
 
@@ -66,16 +82,21 @@ def build_report(
     for s in submissions:
         if not s.ok:
             errors[s.error or f"HTTP {s.status}"] = errors.get(s.error or f"HTTP {s.status}", 0) + 1
-    jobs: dict[str, Any] = {"submitted": 0, "completed": 0, "failed": 0, "lost": 0, "by_service": {}}
+    jobs: dict[str, Any] = {"submitted": 0, "completed": 0, "failed": 0, "invalid": 0, "lost": 0, "by_service": {}}
     if f.accounting is not None:
         jobs = {
             **f.accounting.counts(),
             "failed_jobs": f.accounting.failed(),
             "lost_jobs": f.accounting.lost(),
+            "retries": f.accounting.retries(),
+            "invalid_jobs": f.accounting.invalid(),
             "drain_timed_out": f.accounting.timed_out,
             "poll_errors": f.accounting.poll_errors,
         }
     jobs["submit_requests"] = len(submissions)
+    jobs["cut_off"] = f.ledger.cut_off()
+    jobs["ledger_bad_lines"] = f.ledger.bad_lines
+    jobs["gateway_submitted"] = f.gateway_submitted
     jobs["submit_errors"] = errors
     load_start = f.anchors.get("load_start") or started
     return {
@@ -182,9 +203,15 @@ def summary(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"jobs: submitted {j['submitted']} = completed {j['completed']} + failed {j['failed']} + "
-        f"lost {j['lost']}  (submission requests {j['submit_requests']}, rejected "
-        f"{sum(j['submit_errors'].values())})",
+        f"invalid {j.get('invalid', 0)} + lost {j['lost']}  (submission requests {j['submit_requests']}, rejected "
+        f"{sum(j['submit_errors'].values())}, cut off {len(j['cut_off'])})",
     ]
+    if j.get("retries"):
+        r = j["retries"]
+        lines.append(
+            f"retries: {r['jobs_retried']} job(s) retried, {r['retries']} retries in all; jobs by runs "
+            f"{r['jobs_by_attempts']}"
+        )
     for svc, c in sorted(j.get("by_service", {}).items()):
         lines.append(
             f"  {svc}: submitted {c['submitted']}, completed {c['completed']}, failed {c['failed']}, lost {c['lost']}"
@@ -196,9 +223,24 @@ def summary(report: dict[str, Any]) -> str:
         f"{jc['p50']} s, p95 {jc['p95']} s"
     )
     for svc, s in report["scaling"].items():
+        if s.get("error"):
+            lines.append(f"{svc}: scaling not summarised ({s['error']})")
+            continue
         lines.append(
             f"{svc}: replicas {s['hpa_min']}..{s['max_ready_replicas']} (HPA max {s['hpa_max']}), first "
             f"scale-up {s['first_scale_up_s']} s, peak after {s['max_reached_after_s']} s, back to min "
             f"{s['back_to_min_after_load_s']} s after load; max queue depth {s['max_queue_depth']}"
         )
+        pol = s.get("policy")
+        if pol and pol.get("error"):
+            lines.append(f"  {svc} policy: not judged ({pol['error']})")
+        elif pol:
+            if pol["passed"]:
+                lines.append(f"  {svc} policy: held (inventory's HPA policy, {len(pol['envelope'])} samples judged)")
+            else:
+                first = pol["findings"][0]
+                lines.append(
+                    f"  {svc} policy: BROKEN {', '.join(pol['rules_broken'])}; first {first['rule']} at "
+                    f"+{first['t']:g} s: expected {first['expected']}, observed {first['observed']}"
+                )
     return "\n".join(lines)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from loadtests.accounting import Accounting, JobPoller
 from loadtests.alerts import AlertBook, WebhookReceiver
 from loadtests.audio import ensure_clips
 from loadtests.budgets import BudgetEditor, store_from_spec
+from loadtests.envelope import DEFAULT_INVENTORY, other_targets, policy_from_inventory
 from loadtests.expectations import RunFacts, back_to_min_time, evaluate
 from loadtests.ledger import LedgerTail
 from loadtests.plot import draw
@@ -70,6 +72,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="host:port Alertmanager's webhook sends to (path /alerts)",
     )
     p.add_argument("--kubeconfig", type=Path, help="default: <state-dir>/kubeconfig")
+    p.add_argument(
+        "--inventory",
+        type=Path,
+        default=DEFAULT_INVENTORY,
+        help="the inventory whose HPA policy table and profile the policy judge holds the replicas to "
+        "(default: %(default)s)",
+    )
     p.add_argument("--namespace", default="model-serving")
     p.add_argument(
         "--service",
@@ -151,6 +160,31 @@ def preflight(run: Run, kube: Kube, prom: Prometheus, am: Alertmanager, api_key:
     except SourceError as exc:
         raise Aborted(str(exc)) from exc
     return hpas
+
+
+GATEWAY_COUNTER = "sum by (service) (gateway_jobs_submitted_total)"
+# BullMQ's own sets of finished jobs, as the queue exporter reads them. They are pruned by age
+# (removeOnComplete/removeOnFail), so their rise is a lower bound of what finished: reported, not judged.
+BULLMQ_FINISHED = "sum by (queue_name) (redis_queue_completed + redis_queue_failed)"
+
+
+def gateway_counts(prom: Prometheus, expr: str = GATEWAY_COUNTER, label: str = "service") -> dict[str, float] | str:
+    """The gateway's own count of accepted jobs per service (or another counter), or why it cannot be read."""
+    try:
+        values = prom.by_label(expr, label)
+    except SourceError as exc:
+        return str(exc)
+    return values or f"Prometheus has no series for {expr}"
+
+
+def counter_delta(before: dict[str, float] | str | None, after: dict[str, float] | str | None) -> dict | str | None:
+    if before is None or after is None:
+        return None
+    if isinstance(before, str) or isinstance(after, str):
+        return before if isinstance(before, str) else after
+    if any(after.get(k, 0.0) < v for k, v in before.items()):
+        return f"the counter went down (a gateway restart?): before {before}, after {after}"
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
 
 
 def wait_for_baseline(run: Run, sampler: Sampler, am_active: list[str], timeout_s: float) -> None:
@@ -317,6 +351,10 @@ def execute(args: argparse.Namespace) -> int:
     hpa_bounds: dict[str, tuple[int, int]] = {}
     time_scale: dict[str, int] = {}
     aborted: str | None = None
+    gw_before: dict[str, float] | str | None = None
+    webhook_error: str | None = None
+    bull_before: dict[str, float] | str | None = None
+    prom: Prometheus | None = None
     try:
         try:
             api_key = args.api_key_file.read_text().strip()
@@ -336,7 +374,12 @@ def execute(args: argparse.Namespace) -> int:
             if missing:
                 raise Aborted(f"cost config {editor.store.describe()} has no service(s) {sorted(missing)}")
         host, _, port = args.webhook_listen.rpartition(":")
-        receiver = WebhookReceiver.start(book, host or "127.0.0.1", int(port))
+        try:
+            receiver = WebhookReceiver.start(book, host or "127.0.0.1", int(port))
+        except OSError as exc:
+            # The run goes on: expectations that need the webhook fail naming this, the rest are judged.
+            webhook_error = str(exc)
+            run.note(f"no webhook receiver: {exc}")
         sampler = Sampler(run.services, kube, prom, am, book, tail, args.sample_interval)
         sampler.start()
         wait_for_baseline(
@@ -345,6 +388,8 @@ def execute(args: argparse.Namespace) -> int:
             [a.match.alertname for a in scenario.expect.alerts_fire],
             scenario.timeouts.baseline_s,
         )
+        gw_before = gateway_counts(prom)
+        bull_before = gateway_counts(prom, BULLMQ_FINISHED, "queue_name")
         run.anchors["run_start"] = time.time()
         run.note(f"baseline reached after {run.anchors['run_start'] - run.started:.0f} s")
         if "stt" in scenario.services:
@@ -396,6 +441,9 @@ def execute(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         aborted = "interrupted"
         print("loadtests: interrupted; cleaning up", file=sys.stderr, flush=True)
+    except Exception as exc:  # a checker bug still ends with a report saying what broke
+        aborted = f"checker error: {type(exc).__name__}: {exc}"
+        traceback.print_exc()
     finally:
         stop_actions.set()
         if locust is not None and locust.poll() is None:
@@ -417,6 +465,20 @@ def execute(args: argparse.Namespace) -> int:
             except Exception as exc:
                 run.note(f"COULD NOT restore {editor.store.describe()}: {exc}; its backup is kept")
     run_end = time.time()
+    gateway_submitted = counter_delta(gw_before, gateway_counts(prom) if prom is not None and gw_before else None)
+    bullmq_finished = counter_delta(
+        bull_before,
+        gateway_counts(prom, BULLMQ_FINISHED, "queue_name") if prom is not None and bull_before else None,
+    )
+    if bullmq_finished is not None:
+        run.note(f"BullMQ's finished sets rose by {bullmq_finished} (a lower bound: pruned by age)")
+    policies, targets = {}, {}
+    for svc in scenario.services:
+        try:
+            policies[svc] = policy_from_inventory(svc, args.inventory)
+            targets[svc] = other_targets(svc, args.inventory)
+        except (OSError, KeyError, ValueError) as exc:
+            run.note(f"no inventory policy for {svc} ({args.inventory}): {exc}")
     facts = RunFacts(
         scenario,
         # The timeline starts when the baseline was reached (the wait for it is in the notes), or holds every
@@ -431,10 +493,16 @@ def execute(args: argparse.Namespace) -> int:
         run_end,
         locust.returncode if locust else None,
         args.alert_evidence,
+        policies=policies,
+        other_targets=targets,
+        gateway_submitted=gateway_submitted,
+        sample_interval_s=args.sample_interval,
+        webhook_error=webhook_error,
     )
     results = evaluate(facts)
     png = None if args.no_plot else out / "timeline.png"
     report = build_report(facts, results, target, run.started, run.actions_done, str(png) if png else None, run.notes)
+    report["jobs"]["bullmq_finished"] = bullmq_finished
     if aborted:
         report["status"], report["passed"], report["aborted"] = "aborted", False, aborted
     write_report(report, out / "report.json")

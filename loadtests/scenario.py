@@ -146,6 +146,7 @@ class Expectations:
     alerts_not_fire: tuple[AlertMatch, ...] = ()
     jobs: JobLimits = JobLimits()
     latency_p95: LatencyBounds = LatencyBounds()
+    policy: tuple[str, ...] = ()  # services whose replicas are judged against the inventory's HPA policy
 
 
 @dataclass(frozen=True)
@@ -364,6 +365,7 @@ def _expect(c: _Checker, raw: Any, mix_services: set[str], actions: tuple[Action
         "alerts_not_fire",
         "jobs",
         "latency_p95",
+        "policy",
     }
     m = c.mapping(raw, "expect", set(), keys)
 
@@ -432,7 +434,21 @@ def _expect(c: _Checker, raw: Any, mix_services: set[str], actions: tuple[Action
                 job_s[svc] = c.number(bound, f"expect.latency_p95.job_completion_s.{svc}", 0, strict=True)
         else:
             job_s["all"] = c.number(raw_job, "expect.latency_p95.job_completion_s", 0, strict=True)
-    return Expectations(scale_up, back_to_min, bounds, fire, not_fire, jobs, LatencyBounds(gateway_ms, job_s))
+    policy_raw = m.get("policy", [])
+    if policy_raw is True:
+        policy = tuple(sorted(mix_services))
+    elif policy_raw is False:
+        policy = ()
+    elif isinstance(policy_raw, list):
+        policy = tuple(c.service(svc, "expect.policy") for svc in policy_raw)
+        for svc in policy:
+            if svc not in mix_services:
+                raise c.fail("expect.policy", f"service {svc!r} gets no load (load.mix gives it no weight)")
+    else:
+        raise c.fail("expect.policy", f"must be true, false or a list of services; got {_short(policy_raw)}")
+    return Expectations(
+        scale_up, back_to_min, bounds, fire, not_fire, jobs, LatencyBounds(gateway_ms, job_s), policy
+    )
 
 
 def parse_scenario(raw: Any, source: str = "<scenario>", path: Path | None = None) -> Scenario:

@@ -130,15 +130,19 @@ class ScriptedGateway:
         body = states[min(n, len(states)) - 1]
         if body.get("status") == 404:
             return httpx.Response(404, json={"error": {"code": "job_not_found", "message": "gone"}})
+        service = job_id[:3]
+        default = {"text": "turn on the lights"} if service == "stt" else {"audio_seconds": 1.4}
         return httpx.Response(
             200,
             json={
                 "id": job_id,
-                "service": job_id[:3],
-                "attempts_made": 1,
+                "service": service,
+                "attempts_made": body.get("attempts_made", 1),
                 "error": body.get("error"),
                 "timings": {"total_s": body.get("total_s")},
                 "status": body["status"],
+                "result": body.get("result", default),
+                "audio_url": f"/v1/jobs/{job_id}/audio" if service == "tts" else None,
             },
         )
 
@@ -482,7 +486,7 @@ def test_report_summary_and_timeline_from_recorded_samples(tmp_path):
     assert "Load test 'unit': FAILED" in text
     fail_lines = [line for line in text.splitlines() if line.startswith("FAIL")]
     assert len(fail_lines) == 1 and "scale_up.stt" in fail_lines[0] and "never reached 9" in fail_lines[0]
-    assert "jobs: submitted 20 = completed 20 + failed 0 + lost 0" in text
+    assert "jobs: submitted 20 = completed 20 + failed 0 + invalid 0 + lost 0" in text
 
     png = plot.draw(loaded, tmp_path / "timeline.png")
     width, height = png_size(png)
@@ -502,3 +506,229 @@ def test_plot_copes_with_gaps_and_no_alerts(tmp_path):
     report = build_report(f, evaluate(f), {"name": "t"}, T0 - 10, [], None, [])
     png = plot.draw(json.loads(json.dumps(report, default=str)), tmp_path / "gaps.png")
     assert png_size(png)[0] >= 1200
+
+
+# ----------------------------------------------------------------------------- the policy judge in a run
+
+
+def policy_samples(steps: list[tuple[float, int]]) -> list[dict]:
+    """Samples every 2 s: a backlog of 100 jobs from +10 s to +50 s, stt's Deployment following ``steps``."""
+    out = []
+    for i in range(-5, 80):
+        t = T0 + 2 * i
+        rel = t - T0
+        n = [r for s, r in steps if s <= rel][-1]
+        depth = 100.0 if 10 <= rel < 50 else 0.0
+        row = {"ready": n, "replicas": n, "spec_replicas": n, "hpa_desired": n, "hpa_current": n,
+               "hpa_min": 2, "hpa_max": 8, "queue_depth": depth, "hpa_metrics": {"cpu": 10.0}}
+        out.append({"t": t, "stage": None, "users": 0, "services": {"stt": row, "tts": dict(row)},
+                    "alerts_active": [], "errors": []})
+    return out
+
+
+def policy_facts(tmp_path, steps):
+    from loadtests.envelope import other_targets, policy_from_inventory
+
+    f = facts(tmp_path, scenario(policy=["stt"]), samples=policy_samples(steps))
+    f.policies = {"stt": policy_from_inventory("stt")}
+    f.other_targets = {"stt": other_targets("stt")}
+    return f
+
+
+def test_policy_expectation_holds_for_the_table_policy_and_the_report_says_so(tmp_path):
+    f = policy_facts(tmp_path, [(-100, 2), (14, 4), (20, 8), (84, 4), (96, 2)])
+    result = by_name(evaluate(f))["policy.stt"]
+    assert result.passed, result.observed
+    report = build_report(f, evaluate(f), {"name": "unit"}, T0 - 10, [], None, [])
+    assert report["scaling"]["stt"]["policy"]["passed"] is True
+    assert "stt policy: held" in summary(report)
+
+
+def test_policy_expectation_names_the_rule_time_and_replicas_of_a_slow_policy(tmp_path):
+    # 1 pod per 6 s where the table allows 2 (or 100 %): still passes `at least 8 within 75 s`.
+    steps = [(-100, 2), (14, 3), (20, 4), (26, 5), (32, 6), (38, 7), (44, 8), (84, 4), (96, 2)]
+    f = policy_facts(tmp_path, steps)
+    result = by_name(evaluate(f))["policy.stt"]
+    assert not result.passed
+    assert result.observed.startswith("scale_up_late at +"), result.observed
+    assert "expected >= 4, observed 3" in result.observed
+    report = build_report(f, evaluate(f), {"name": "unit"}, T0 - 10, [], None, [])
+    assert "policy.stt" in report["failed_expectations"]
+    assert report["scaling"]["stt"]["policy"]["rules_broken"] == ["scale_up_late"]
+    assert "stt policy: BROKEN scale_up_late" in summary(report)
+
+
+def test_policy_expectation_is_parsed_and_checked():
+    assert scenario(policy=True).expect.policy == ("stt", "tts")
+    assert scenario(policy=["tts"]).expect.policy == ("tts",)
+    with pytest.raises(ValueError, match=r"expect\.policy"):
+        scenario(policy="yes")
+
+
+def test_retries_per_job_are_reported(tmp_path):
+    state = ledger_state(tmp_path)
+    script = {j.job_id: [{"status": "completed", "total_s": 2.0}] for j in state.jobs}
+    first, second = state.jobs[0].job_id, state.jobs[1].job_id
+    script[first] = [{"status": "completed", "total_s": 9.0, "attempts_made": 3}]
+    script[second] = [{"status": "failed", "error": "boom", "attempts_made": 2}]
+    acc = poller(script).drain(state.jobs, deadline_s=5, round_pause_s=0)
+    retries = acc.retries()
+    assert retries["jobs_retried"] == 2 and retries["retries"] == 3
+    assert retries["jobs_by_attempts"] == {"1": len(state.jobs) - 2, "2": 1, "3": 1}
+    assert [j["id"] for j in retries["retried_jobs"]] == [first, second]
+    f = facts(tmp_path, scenario(), accounting=acc)
+    report = build_report(f, evaluate(f), {"name": "unit"}, T0 - 10, [], None, [])
+    assert report["jobs"]["retries"]["retries"] == 3
+    assert "retries: 2 job(s) retried, 3 retries in all" in summary(report)
+
+
+# ------------------------------------------------------------------- the exact ledger, result validation
+
+
+def test_an_empty_result_is_not_completed(tmp_path):
+    state = ledger_state(tmp_path)
+    script = {j.job_id: [{"status": "completed", "total_s": 2.0}] for j in state.jobs}
+    tts = next(j.job_id for j in state.jobs if j.service == "tts")
+    stt = next(j.job_id for j in state.jobs if j.service == "stt")
+    script[tts] = [{"status": "completed", "result": {"audio_seconds": 0.0}}]  # a voice that yields no audio
+    script[stt] = [{"status": "completed", "result": {"text": "  ", "segments": []}}]
+    acc = poller(script).drain(state.jobs, deadline_s=5, round_pause_s=0)
+    assert acc.counts()["invalid"] == 2 and acc.counts()["lost"] == 0
+    results = by_name(evaluate(facts(tmp_path, scenario(), accounting=acc)))
+    assert not results["jobs.invalid"].passed
+    assert results["jobs.invalid"].value == 2
+    assert "without audio" in acc.invalid()[0]["reason"] + acc.invalid()[1]["reason"]
+    assert "without a transcript" in acc.invalid()[0]["reason"] + acc.invalid()[1]["reason"]
+
+
+def test_unreadable_ledger_lines_fail_the_run(tmp_path):
+    f = facts(tmp_path, scenario())
+    assert by_name(evaluate(f))["jobs.ledger"].passed
+    with (tmp_path / "jobs.jsonl").open("a") as handle:
+        handle.write('{"kind": "submit", "t": 1\n')  # cut in the middle of a record
+        handle.write("not json at all\n")
+    f.ledger = read_ledger(tmp_path / "jobs.jsonl")
+    result = by_name(evaluate(f))["jobs.ledger"]
+    assert not result.passed and result.value == 2
+    assert "not json at all" in result.observed or '"kind": "submit"' in result.observed
+
+
+def test_requests_cut_off_in_flight_are_counted_against_the_gateway_counter(tmp_path):
+    path = tmp_path / "jobs.jsonl"
+    writer = LedgerWriter(path)
+    writer.write("load_start")
+    writer.write("send", service="stt", request_id="a")
+    writer.write("submit", service="stt", ok=True, status=202, latency_ms=5, job_id="stt-" + "1" * 32, request_id="a")
+    writer.write("send", service="tts", request_id="b")  # the load ended while this one was in flight
+    writer.write("load_stop")
+    writer.close()
+    state = read_ledger(path)
+    assert [c["request_id"] for c in state.cut_off()] == ["b"] and len(state.jobs) == 1
+    f = facts(tmp_path, scenario())
+    f.ledger = state
+    for counted, ok in (({"stt": 1, "tts": 0}, True), ({"stt": 1, "tts": 1}, True), ({"stt": 1, "tts": 2}, False),
+                        ({"stt": 0, "tts": 0}, False)):
+        f.gateway_submitted = counted
+        result = by_name(evaluate(f))["jobs.gateway_count"]
+        assert result.passed is ok, (counted, result.observed)
+    f.gateway_submitted = "Prometheus http://127.0.0.1:19090 does not answer"
+    result = by_name(evaluate(f))["jobs.gateway_count"]
+    assert not result.passed and "not readable" in result.observed
+
+
+def test_gateway_counter_delta():
+    from loadtests.run import counter_delta
+
+    assert counter_delta({"stt": 3.0}, {"stt": 10.0, "tts": 2.0}) == {"stt": 7.0, "tts": 2.0}
+    assert "went down" in counter_delta({"stt": 10.0}, {"stt": 3.0})
+    assert counter_delta("no Prometheus", {"stt": 1.0}) == "no Prometheus"
+    assert counter_delta(None, {"stt": 1.0}) is None
+
+
+# --------------------------------------------------------------- the checker never ends without a report
+
+
+def alert_scenario():
+    return scenario(
+        alerts_fire=[{"alertname": "HPAAtMaxReplicas", "labels": {"service": "stt"}, "within_s": 30,
+                      "resolve": {"after": "load_end", "within_s": 40}}],
+        alerts_not_fire=["HighGPUCost"],
+    )
+
+
+def test_a_resolved_only_alert_is_judged_not_a_crash(tmp_path):
+    book = AlertBook()
+    # Only the resolved notification arrives (it fired before the checker listened).
+    book.on_webhook(webhook("resolved", "HighGPUCost", "tts", iso(T0 - 100), iso(T0 + 5)), received=T0 + 6)
+    book.on_webhook(webhook("resolved", "HPAAtMaxReplicas", "stt", iso(T0 + 20), iso(T0 + 70)), received=T0 + 71)
+    results = by_name(evaluate(facts(tmp_path, alert_scenario(), alerts=book.snapshot())))
+    not_fires = results["alert_not_fires.HighGPUCost"]
+    assert not not_fires.passed and "a resolved notification (no firing one seen)" in not_fires.observed
+    fires = results["alert_fires.HPAAtMaxReplicas{service=stt}"]
+    assert not fires.passed and "never fired" in fires.observed
+    assert "it never fired" in results["alert_resolves.HPAAtMaxReplicas{service=stt}"].observed
+
+
+def test_a_busy_webhook_port_fails_the_alert_expectations_with_the_reason(tmp_path):
+    from loadtests.alerts import WebhookReceiver
+
+    holder = WebhookReceiver.start(AlertBook(), "127.0.0.1", 0)
+    port = holder.server.server_address[1]
+    try:
+        with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1"):
+            WebhookReceiver.start(AlertBook(), "127.0.0.1", port, wait_s=0.5)
+    finally:
+        holder.stop()
+    f = facts(tmp_path, alert_scenario())
+    f.webhook_error = f"cannot listen on 127.0.0.1:{port} for Alertmanager's webhook: in use"
+    results = by_name(evaluate(f))
+    for name in ("alert_fires.HPAAtMaxReplicas{service=stt}", "alert_resolves.HPAAtMaxReplicas{service=stt}"):
+        assert not results[name].passed and "no webhook receiver: cannot listen" in results[name].observed
+    # What does not need the webhook is still judged.
+    assert results["jobs.lost"].passed and results["load.ran"].passed
+    assert "Alertmanager's active list only" in results["alert_not_fires.HighGPUCost"].expected
+
+
+def test_missing_metrics_and_broken_samples_give_failed_expectations_not_a_crash(tmp_path):
+    samples = recorded_samples()
+    for s in samples:  # no queue depth, no replicas: the metric never reached the checker
+        for row in s["services"].values():
+            for key in ("ready", "replicas", "spec_replicas", "queue_depth", "hpa_desired"):
+                row.pop(key, None)
+    f = facts(tmp_path, scenario(scale_up={"stt": {"at_least_replicas": 3, "within_s": 60}},
+                                 back_to_min={"stt": {"within_s": 100}}, replica_bounds=True, policy=["stt"]),
+              samples=samples)
+    from loadtests.envelope import policy_from_inventory
+
+    f.policies = {"stt": policy_from_inventory("stt")}
+    results = by_name(evaluate(f))
+    assert not results["scale_up.stt"].passed and "no replica samples" in results["scale_up.stt"].observed
+    assert not results["replica_bounds.stt"].passed
+    assert not results["policy.stt"].passed
+    # A sample of the wrong type makes a judge raise: that expectation fails with the reason, the rest stand.
+    broken = recorded_samples()
+    broken[10]["services"]["stt"]["ready"] = "eight"
+    f2 = facts(tmp_path, scenario(scale_up={"stt": {"at_least_replicas": 3, "within_s": 60}}), samples=broken)
+    results = by_name(evaluate(f2))
+    assert not results["scale_up.stt"].passed
+    assert results["scale_up.stt"].observed.startswith("could not be judged: TypeError")
+    assert results["jobs.lost"].passed
+    report = build_report(f2, evaluate(f2), {"name": "unit"}, T0 - 10, [], None, [])
+    assert "scale_up.stt" in report["failed_expectations"]
+
+
+def test_alert_bounds_stretch_on_the_standard_profile(tmp_path):
+    book = AlertBook()
+    book.on_webhook(webhook("firing", "HPAAtMaxReplicas", "stt", iso(T0 + 100)), received=T0 + 110)
+    book.on_webhook(webhook("resolved", "HPAAtMaxReplicas", "stt", iso(T0 + 100), iso(T0 + 300)),
+                    received=T0 + 310)
+    fast = facts(tmp_path, alert_scenario(), alerts=book.snapshot())
+    results = by_name(evaluate(fast))
+    assert not results["alert_fires.HPAAtMaxReplicas{service=stt}"].passed  # 110 s > 30 s on the fast profile
+    standard = facts(tmp_path, alert_scenario(), alerts=book.snapshot())
+    standard.time_scale = {"stt": 1, "tts": 1}  # the standard profile: HPA periods and alert `for:` x10
+    results = by_name(evaluate(standard))
+    fires = results["alert_fires.HPAAtMaxReplicas{service=stt}"]
+    assert fires.passed and "within 300 s" in fires.expected and "scenario: 30 s" in fires.expected
+    resolves = results["alert_resolves.HPAAtMaxReplicas{service=stt}"]
+    assert resolves.passed and "within 400 s" in resolves.expected

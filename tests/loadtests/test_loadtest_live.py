@@ -51,7 +51,8 @@ def run_scenario(name: str, out: Path, timeout: int) -> tuple[subprocess.Complet
 def check_accounting(report: dict) -> None:
     jobs = report["jobs"]
     assert jobs["submitted"] > 0
-    assert jobs["submitted"] == jobs["completed"] + jobs["failed"] + jobs["lost"]
+    assert jobs["submitted"] == jobs["completed"] + jobs["failed"] + jobs["invalid"] + jobs["lost"]
+    assert jobs["invalid"] == 0, jobs["invalid_jobs"]
     assert len(jobs["failed_jobs"]) == jobs["failed"] and all(j["reason"] for j in jobs["failed_jobs"])
     assert jobs["lost"] == 0, jobs["lost_jobs"]
     ledger = [json.loads(line) for line in (Path(report["plot"]).parent / "jobs.jsonl").read_text().splitlines()]

@@ -74,3 +74,42 @@ def test_unreachable_redis_reports_down_and_not_ready(prefix: str, tmp_path: Pat
         assert http_get(f"http://127.0.0.1:{port}/readyz", timeout=10)[0] == 503
     finally:
         proc.stop()
+
+
+def test_extra_queues_are_exported_with_their_own_queue_type(redis_url: str, prefix: str, tmp_path: Path) -> None:
+    port = free_port()
+    proc = Proc(["-m", "workers.queue_exporter"],
+                base_env(REDIS_URL=redis_url, QUEUE_PREFIX=prefix, QUEUES="stt",
+                         EXTRA_QUEUES="policy-selftest-a:policy-selftest,plain", METRICS_PORT=str(port),
+                         EXPORTER_TIMEOUT_S="1"),
+                tmp_path / f"exporter-{port}.log")
+    try:
+        wait_for(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, 30, "exporter up")
+        samples = scrape(port)
+        assert value(samples, "redis_queue_depth", queue_name="policy-selftest-a", queue_type="policy-selftest") == 0
+        assert value(samples, "redis_queue_depth", queue_name="plain", queue_type="extra") == 0
+
+        async def push() -> None:
+            queue = Queue("policy-selftest-a", {"connection": redis_url, "prefix": prefix})
+            for i in range(7):
+                await queue.add("job", {"i": i})
+            await queue.close()
+
+        asyncio.run(push())
+        samples = scrape(port)
+        assert value(samples, "redis_queue_depth", queue_name="policy-selftest-a", queue_type="policy-selftest") == 7
+        assert value(samples, "redis_queue_depth", queue_name="stt", queue_type="stt") == 0
+    finally:
+        proc.stop()
+
+
+def test_an_extra_queue_that_repeats_a_service_queue_is_refused(redis_url: str, prefix: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = base_env(REDIS_URL=redis_url, QUEUE_PREFIX=prefix, QUEUES="stt", EXTRA_QUEUES="stt",
+                   METRICS_PORT=str(free_port()))
+    done = subprocess.run([sys.executable, "-m", "workers.queue_exporter"], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "EXTRA_QUEUES" in done.stderr and "'stt' repeats" in done.stderr

@@ -159,3 +159,73 @@ def test_second_sigterm_exits_at_once(redis_url: str, prefix: str, tmp_path: Pat
         assert "second signal: exiting now" in worker.log()
     finally:
         worker.stop()
+
+
+def test_default_stalled_limit_follows_the_attempts():
+    s = Settings({"QUEUE_ATTEMPTS": "3"})
+    assert QueuePolicy.from_settings(s).max_stalled_count == 2
+    assert QueuePolicy.from_settings(Settings({"QUEUE_ATTEMPTS": "1"})).max_stalled_count == 0
+    explicit = Settings({"QUEUE_ATTEMPTS": "3", "QUEUE_MAX_STALLED_COUNT": "1"})
+    assert QueuePolicy.from_settings(explicit).max_stalled_count == 1
+
+
+def _kill_the_holder(client: redis.Redis, prefix: str, job: str, workers: dict[str, object]) -> str:
+    """SIGKILL the worker whose lock token holds ``job`` (a token starts with its BullMQ worker id)."""
+    found: list[str] = []
+
+    def holder() -> bool:
+        token = client.get(f"{prefix}:tts:{job}:lock")
+        for wid in workers:
+            if token and token.decode().startswith(wid):
+                found.append(wid)
+                return True
+        return False
+
+    wait_for(holder, 60, f"a worker holding {job}", interval=0.005)
+    proc = workers.pop(found[-1])
+    proc.signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    return found[-1]
+
+
+def _killed_twice(redis_url: str, prefix: str, tmp_path: Path, client: redis.Redis,
+                  extra: dict[str, str]) -> tuple[str, str]:
+    """One long job; the worker holding it is SIGKILLed twice, then a fresh worker is left alone with it."""
+    env = {"REDIS_URL": redis_url, "QUEUE_PREFIX": prefix, **FAST_RECOVERY, **extra}
+    procs = []
+    try:
+        workers = {}
+        for name in ("first", "second"):
+            proc, _ = start_worker(tmp_path, f"{name}-{prefix}", "tts", env)
+            procs.append(proc)
+            workers[worker_id(proc.log())] = proc
+        [job] = add_jobs(redis_url, prefix, [LONG_TEXT * 4])
+        _kill_the_holder(client, prefix, job, workers)
+        _kill_the_holder(client, prefix, job, workers)  # the other one took it over from the stalled check
+        third, _ = start_worker(tmp_path, f"third-{prefix}", "tts", env)
+        procs.append(third)
+        wait_for(lambda: job_state(client, prefix, job) != "pending", 120, "the job finished")
+        return job, job_state(client, prefix, job)
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+@pytest.mark.slow
+def test_a_job_whose_worker_is_killed_twice_is_retried_not_failed(redis_url: str, prefix: str, tmp_path: Path,
+                                                                  redis_client: redis.Redis) -> None:
+    job, state = _killed_twice(redis_url, prefix, tmp_path, redis_client, {"QUEUE_ATTEMPTS": "3"})
+    assert state == "completed", redis_client.hgetall(f"{prefix}:tts:{job}")
+    assert int(redis_client.hget(f"{prefix}:tts:{job}", "stc") or 0) == 2  # two stalls, both recovered
+
+
+@pytest.mark.slow
+def test_the_old_stalled_limit_of_one_fails_a_job_killed_twice(redis_url: str, tmp_path: Path,
+                                                              redis_client: redis.Redis) -> None:
+    # The counterpart: what the previous default (1) did, so the test above is not vacuous.
+    prefix = f"stalled1-{time.time_ns()}"
+    job, state = _killed_twice(redis_url, prefix, tmp_path, redis_client,
+                               {"QUEUE_ATTEMPTS": "3", "QUEUE_MAX_STALLED_COUNT": "1"})
+    assert state == "failed"
+    reason = redis_client.hget(f"{prefix}:tts:{job}", "failedReason").decode()
+    assert "stalled more than allowable limit" in reason

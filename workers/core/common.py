@@ -42,14 +42,19 @@ class QueuePolicy:
     def from_settings(cls, s: Settings) -> QueuePolicy:
         lock_ms = s.integer("QUEUE_LOCK_DURATION_MS", 30000, 1000, 3_600_000)
         stalled_ms = s.integer("QUEUE_STALLED_INTERVAL_MS", 30000, 500, 3_600_000)
+        attempts = s.integer("QUEUE_ATTEMPTS", 3, 1, 100)
         return cls(
             redis_url=s.redis_url("REDIS_URL", "redis://127.0.0.1:6379/0"),
             prefix=s.name("QUEUE_PREFIX", "bull"),
-            attempts=s.integer("QUEUE_ATTEMPTS", 3, 1, 100),
+            attempts=attempts,
             backoff_ms=s.integer("QUEUE_BACKOFF_MS", 1000, 0, 3_600_000),
             lock_duration_ms=lock_ms,
             stalled_interval_ms=stalled_ms,
-            max_stalled_count=s.integer("QUEUE_MAX_STALLED_COUNT", 1, 0, 100),
+            # A stall (the worker died holding the job) costs the job a run as a failed attempt does, but
+            # BullMQ counts it apart (the job's `stc`) and fails the job once it stalled more than this: by
+            # default a job may lose as many runs to stalls as it has retries (attempts - 1), so a job whose
+            # worker is killed twice with 3 attempts is run a third time, not failed.
+            max_stalled_count=s.integer("QUEUE_MAX_STALLED_COUNT", attempts - 1, 0, 100),
             result_ttl_s=s.integer("QUEUE_RESULT_TTL_S", 3600, 1, 30 * 86400),
             input_ttl_s=s.integer("QUEUE_INPUT_TTL_S", 3600, 1, 30 * 86400),
         )
