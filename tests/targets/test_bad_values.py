@@ -57,6 +57,8 @@ CASES = [
     ("self_managed", "node_prep", "main", {"node_prep_node_pool": "gpu-h100"}, "node_prep_node_pool"),
     ("self_managed", "node_prep", "main", {"node_prep_gpu_taint": {"key": "nvidia.com/gpu", "value": "present",
                                                                     "effect": "NoEffect"}}, "effect"),
+    # The controller stands in for the GPU host: this machine is Debian 12, for which NVIDIA publishes no driver container.
+    ("self_managed", "node_prep", "main", {"node_prep_driver_from_operator": True}, "node_prep_driver_from_operator"),
 ]
 # A looped assert reports "One or more items failed"; the item's own message is the one a user reads.
 FIRST_MESSAGE = ("{{ (ansible_failed_result.results | default([]) | selectattr('failed', 'defined') | selectattr('failed')"
