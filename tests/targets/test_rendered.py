@@ -103,3 +103,31 @@ def test_self_managed_nodes_are_labelled_and_tainted(rendered):
     for node in nodes:
         assert node["metadata"]["labels"]["nvidia.com/device-plugin.config"] == "gpu-a10"
         assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in node["spec"]["taints"]
+
+
+def test_gke_toolkit_reads_the_containerd_config_from_the_file(rendered):
+    # NVIDIA's GKE page, known issue on GKE 1.33+: without this the toolkit misconfigures containerd's config.toml.
+    env = rendered["gke"]["gpu_operator_values"]["toolkit"].get("env", [])
+    assert {"name": "RUNTIME_CONFIG_SOURCE", "value": "file"} in env, env
+
+
+def test_gke_kubeconfig_authenticates_with_application_default_credentials(rendered):
+    exec_ = rendered["gke"]["gke_kubeconfig"]["users"][0]["user"]["exec"]
+    assert exec_["command"] == "gke-gcloud-auth-plugin"
+    # Without the flag the plugin asks gcloud, which a service-account key file alone does not configure.
+    assert exec_["args"] == ["--use_application_default_credentials"], exec_
+
+
+def test_gke_kubeconfig_names_the_service_account_key_file(tmp_path):
+    import json
+
+    from conftest import ansible_playbook, clean_env
+
+    key = tmp_path / "sa.json"
+    key.write_text("{}")
+    r = ansible_playbook("-i", "inventories/gke", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
+                         env=clean_env(tmp_path, GCP_SERVICE_ACCOUNT_FILE=str(key), GCP_PROJECT="example-project"))
+    assert r.returncode == 0, r.stdout[-3000:]
+    exec_ = json.loads((tmp_path / "controller.json").read_text())["gke_kubeconfig"]["users"][0]["user"]["exec"]
+    assert exec_["env"] == [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": str(key)}], exec_
+    assert "{}" not in json.dumps(exec_["env"])  # the path, never the key's content
