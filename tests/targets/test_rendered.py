@@ -12,8 +12,9 @@ def test_every_target_renders_objects(rendered):
 
 def test_gke_node_pools_carry_native_time_sharing_spot_and_driver(rendered):
     r = rendered["gke"]
-    assert len(r["gke_node_pools"]) == len(r["node_pools"])
-    for pool, body in zip(r["node_pools"], r["gke_node_pools"], strict=False):
+    gpu_bodies = [b for b in r["gke_node_pools"] if b["name"] != "system"]
+    assert len(gpu_bodies) == len(r["node_pools"])
+    for pool, body in zip(r["node_pools"], gpu_bodies, strict=False):
         acc = body["config"]["accelerators"][0]
         assert body["name"] == pool["name"]
         assert acc["acceleratorType"] == pool["accelerator_type"]
@@ -131,3 +132,15 @@ def test_gke_kubeconfig_names_the_service_account_key_file(tmp_path):
     exec_ = json.loads((tmp_path / "controller.json").read_text())["gke_kubeconfig"]["users"][0]["user"]["exec"]
     assert exec_["env"] == [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": str(key)}], exec_
     assert "{}" not in json.dumps(exec_["env"])  # the path, never the key's content
+
+
+def test_gke_system_pool_is_a_node_pool_of_its_own(rendered):
+    # google.cloud.gcp_container_cluster deletes the cluster's default-pool right after creating the cluster
+    # (delete_default_node_pool in the module), so the CPU pool must be created as its own node pool.
+    bodies = {b["name"]: b for b in rendered["gke"]["gke_node_pools"]}
+    assert "system" in bodies, sorted(bodies)
+    system = bodies["system"]
+    assert system["config"]["machineType"] == "e2-standard-4" and system["initialNodeCount"] == 1
+    assert "accelerators" not in system["config"], "the system pool has no GPUs"
+    assert "nvidia.com/device-plugin.config" not in system["config"]["labels"]
+    assert rendered["gke"]["gke_node_pools"][0]["name"] == "system", "created before the GPU pools"
