@@ -38,6 +38,12 @@ CASES = [
     ("eks", "eks_cluster", "main", {"eks_cluster_node_pools": [{**EKS_POOL, "ami_type": "AL2_x86_64"}]}, "ami_type"),
     ("eks", "eks_cluster", "main", {"eks_cluster_default_ami_type": "AL2023_x86_64_STANDARD"}, "eks_cluster_default_ami_type"),
     ("eks", "eks_cluster", "main", {"eks_cluster_subnet_ids": ["subnet-0a1b2c3d"]}, "eks_cluster_subnet_ids"),
+    # No EKS-optimized Amazon Linux 2 AMI exists for Kubernetes 1.33 and later (the inventory's version).
+    ("eks", "eks_cluster", "main", {"eks_cluster_node_pools": [{**EKS_POOL, "ami_type": "AL2_x86_64_GPU"}]},
+     "eks_cluster_kubernetes_version"),
+    ("eks", "eks_cluster", "main", {"eks_cluster_kubernetes_version": "1.34", "eks_cluster_default_ami_type": "AL2_x86_64_GPU",
+                                    "eks_cluster_node_pools": [EKS_POOL]}, "Amazon Linux 2 AMIs stop at 1.32"),
+    ("eks", "eks_cluster", "main", {"eks_cluster_kubernetes_version": "1.33.1"}, "eks_cluster_kubernetes_version"),
     ("eks", "eks_cluster", "main", {"eks_cluster_node_pools": [{**EKS_POOL, "max_nodes": 0, "min_nodes": 0}]}, "max_nodes"),
     ("self_managed", "gpu_operator", "main", {"gpu_operator_platform": "aks"}, "gpu_operator_platform"),
     ("self_managed", "gpu_operator", "main", {"gpu_operator_platform": "local"}, "gpu_operator_platform"),
@@ -51,6 +57,8 @@ CASES = [
     ("self_managed", "node_prep", "main", {"node_prep_node_pool": "gpu-h100"}, "node_prep_node_pool"),
     ("self_managed", "node_prep", "main", {"node_prep_gpu_taint": {"key": "nvidia.com/gpu", "value": "present",
                                                                     "effect": "NoEffect"}}, "effect"),
+    # The controller stands in for the GPU host: this machine is Debian 12, for which NVIDIA publishes no driver container.
+    ("self_managed", "node_prep", "main", {"node_prep_driver_from_operator": True}, "node_prep_driver_from_operator"),
 ]
 # A looped assert reports "One or more items failed"; the item's own message is the one a user reads.
 FIRST_MESSAGE = ("{{ (ansible_failed_result.results | default([]) | selectattr('failed', 'defined') | selectattr('failed')"
@@ -127,6 +135,8 @@ def table(messages):
         for name, value in variables.items():
             if name.endswith("_node_pools"):  # show only what differs from a valid pool
                 base = GKE_POOL if role == "gke_cluster" else EKS_POOL
+                if value == [base]:  # the valid pool, set only so that another variable applies to it
+                    continue
                 changed = {k: v for k, v in value[0].items() if base.get(k, object()) != v}
                 dropped = [k for k in base if k not in value[0]]
                 name = f"{name}[0]"

@@ -18,8 +18,9 @@ def test_every_target_renders_objects(rendered):
 
 def test_gke_node_pools_carry_native_time_sharing_spot_and_driver(rendered):
     r = rendered["gke"]
-    assert len(r["gke_node_pools"]) == len(r["node_pools"])
-    for pool, body in zip(r["node_pools"], r["gke_node_pools"], strict=False):
+    gpu_bodies = [b for b in r["gke_node_pools"] if b["name"] != "system"]
+    assert len(gpu_bodies) == len(r["node_pools"])
+    for pool, body in zip(r["node_pools"], gpu_bodies, strict=False):
         acc = body["config"]["accelerators"][0]
         assert body["name"] == pool["name"]
         assert acc["acceleratorType"] == pool["accelerator_type"]
@@ -109,3 +110,43 @@ def test_self_managed_nodes_are_labelled_and_tainted(rendered):
     for node in nodes:
         assert node["metadata"]["labels"]["nvidia.com/device-plugin.config"] == "gpu-a10"
         assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in node["spec"]["taints"]
+
+
+def test_gke_toolkit_reads_the_containerd_config_from_the_file(rendered):
+    # NVIDIA's GKE page, known issue on GKE 1.33+: without this the toolkit misconfigures containerd's config.toml.
+    env = rendered["gke"]["gpu_operator_values"]["toolkit"].get("env", [])
+    assert {"name": "RUNTIME_CONFIG_SOURCE", "value": "file"} in env, env
+
+
+def test_gke_kubeconfig_authenticates_with_application_default_credentials(rendered):
+    exec_ = rendered["gke"]["gke_kubeconfig"]["users"][0]["user"]["exec"]
+    assert exec_["command"] == "gke-gcloud-auth-plugin"
+    # Without the flag the plugin asks gcloud, which a service-account key file alone does not configure.
+    assert exec_["args"] == ["--use_application_default_credentials"], exec_
+
+
+def test_gke_kubeconfig_names_the_service_account_key_file(tmp_path):
+    import json
+
+    from conftest import ansible_playbook, clean_env
+
+    key = tmp_path / "sa.json"
+    key.write_text("{}")
+    r = ansible_playbook("-i", "inventories/gke", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
+                         env=clean_env(tmp_path, GCP_SERVICE_ACCOUNT_FILE=str(key), GCP_PROJECT="example-project"))
+    assert r.returncode == 0, r.stdout[-3000:]
+    exec_ = json.loads((tmp_path / "controller.json").read_text())["gke_kubeconfig"]["users"][0]["user"]["exec"]
+    assert exec_["env"] == [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": str(key)}], exec_
+    assert "{}" not in json.dumps(exec_["env"])  # the path, never the key's content
+
+
+def test_gke_system_pool_is_a_node_pool_of_its_own(rendered):
+    # google.cloud.gcp_container_cluster deletes the cluster's default-pool right after creating the cluster
+    # (delete_default_node_pool in the module), so the CPU pool must be created as its own node pool.
+    bodies = {b["name"]: b for b in rendered["gke"]["gke_node_pools"]}
+    assert "system" in bodies, sorted(bodies)
+    system = bodies["system"]
+    assert system["config"]["machineType"] == "e2-standard-4" and system["initialNodeCount"] == 1
+    assert "accelerators" not in system["config"], "the system pool has no GPUs"
+    assert "nvidia.com/device-plugin.config" not in system["config"]["labels"]
+    assert rendered["gke"]["gke_node_pools"][0]["name"] == "system", "created before the GPU pools"

@@ -46,10 +46,39 @@ def broken_node(kubeconfig):
 def test_check_fails_clearly_when_capacity_is_altered(broken_node, kubeconfig, tmp_path):
     name, selector = broken_node
     r = ansible_playbook("-i", "inventories/local", PLAYBOOK, "-e", f"time_slicing_verify_node_selector={selector}",
-                         "-e", f"harness_kubeconfig={kubeconfig}", env=clean_env(tmp_path))
+                         "-e", f"harness_kubeconfig={kubeconfig}", "-e", "time_slicing_verify_capacity_timeout=6",
+                         "-e", "time_slicing_verify_capacity_delay=2", env=clean_env(tmp_path))
     out = " ".join((r.stdout + r.stderr).split())
     assert r.returncode != 0, out[-3000:]
     assert (f"Node {name}: nvidia.com/gpu capacity is 3, expected 4 "
-            "(nvidia.com/gpu.count=1 x nvidia.com/gpu.replicas=4)"
+            "(nvidia.com/gpu.count=1 x nvidia.com/gpu.replicas=4) "
+            "after waiting 6 s (time_slicing_verify_capacity_timeout)"
             in out), out[-3000:]
     assert "Traceback" not in out
+
+
+def test_check_waits_for_the_capacity_then_names_the_timeout(kubeconfig, tmp_path):
+    # Read-only: a selector no node carries stands for nodes whose device plugin has not published anything yet.
+    import time
+
+    started = time.monotonic()
+    r = ansible_playbook("-i", "inventories/local", PLAYBOOK, "-e", f"harness_kubeconfig={kubeconfig}",
+                         "-e", "time_slicing_verify_node_selector=gpu-serving-harness/no-such-node=none",
+                         "-e", "time_slicing_verify_capacity_timeout=6", "-e", "time_slicing_verify_capacity_delay=2",
+                         "-e", "time_slicing_verify_probe=false", env=clean_env(tmp_path))
+    took = time.monotonic() - started
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode != 0, out[-3000:]
+    assert ("No nodes match gpu-serving-harness/no-such-node=none "
+            "after waiting 6 s (time_slicing_verify_capacity_timeout)" in out), out[-3000:]
+    assert took >= 6, took  # it re-read the nodes for the whole window before failing
+    assert "Traceback" not in out
+
+
+def test_capacity_check_passes_on_the_local_nodes_without_a_probe(kubeconfig, tmp_path):
+    # Read-only (no probe): the published capacity of the local GPU nodes satisfies the wait at once.
+    r = ansible_playbook("-i", "inventories/local", PLAYBOOK, "-e", f"harness_kubeconfig={kubeconfig}",
+                         "-e", "time_slicing_verify_probe=false", env=clean_env(tmp_path))
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    assert "changed=0" in out, out[-2000:]

@@ -113,8 +113,10 @@ def test_stt_upload_is_stored_once_in_redis_with_a_ttl(gateway, audio: Audio, re
     assert 0 < redis_client.ttl(data["input_key"]) <= config.policy.input_ttl_s
 
 
-def test_jobs_are_visible_only_to_the_key_that_submitted_them(gateway) -> None:
-    client, key, config = gateway
+def test_jobs_are_visible_only_to_the_key_that_submitted_them(redis_url: str, prefix: str, tmp_path: Path) -> None:
+    config = make_config(redis_url, prefix, tmp_path / "state", GATEWAY_KEY_STORE="file")
+    client = TestClient(create_app(config, CollectorRegistry())).__enter__()
+    key = config.api_key_file.read_text().strip()
     other = ApiKeyStore(config.state_dir)
     other.load_or_init(config.api_key_file)
     second_key = other.add_key()
@@ -125,10 +127,11 @@ def test_jobs_are_visible_only_to_the_key_that_submitted_them(gateway) -> None:
         assert fresh.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": key}).status_code == 200
         denied = fresh.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": second_key})
     assert denied.status_code == 404 and denied.json()["error"]["code"] == "job_not_found"
+    client.__exit__(None, None, None)
 
 
 def test_api_keys_are_stored_hashed_in_private_files(tmp_path: Path, redis_url: str, prefix: str) -> None:
-    config = make_config(redis_url, prefix, tmp_path / "state")
+    config = make_config(redis_url, prefix, tmp_path / "state", GATEWAY_KEY_STORE="file")
     create_app(config, CollectorRegistry())
     plaintext = config.api_key_file.read_text().strip()
     state_file = config.state_dir / "api_keys.json"
@@ -193,3 +196,13 @@ def test_each_accepted_audio_format_is_detected_and_queued(gateway, audio: Audio
     data = json.loads(job_hash[b"data"])
     assert data["format"] == fmt  # detected from the bytes: the file name says nothing
     assert data["audio_seconds"] == pytest.approx(len(audio.samples) / audio.rate, abs=0.1)
+
+
+def test_api_keys_are_stored_hashed_in_redis(tmp_path: Path, redis_url: str, prefix: str, redis_client) -> None:
+    config = make_config(redis_url, prefix, tmp_path / "state")  # the default store: redis
+    create_app(config, CollectorRegistry())
+    plaintext = config.api_key_file.read_text().strip()
+    assert stat.S_IMODE(config.api_key_file.stat().st_mode) == 0o600
+    stored = redis_client.hgetall(f"{prefix}:gateway:api_keys")
+    assert len(stored) == 1 and plaintext.encode() not in b"".join([*stored, *stored.values()])
+    assert not (config.state_dir / "api_keys.json").exists()

@@ -3,6 +3,9 @@
 Hops, in order: exporters answer -> their series are in Prometheus -> the metrics APIServices are
 Available -> prometheus-adapter serves queue depth and pod GPU utilisation -> every HPA reads all its
 metrics and is ScalingActive -> Alertmanager answers. The first failing hop is named with its reason.
+A peer that is down, a URL that is not http(s), a server that does not speak HTTP and an answer that is not JSON
+fail their hop with a reason naming the peer; they never end the doctor with a traceback. A kubeconfig that cannot
+be loaded is an argument error (exit 1 with a message naming the file, no JSON).
 """
 
 from __future__ import annotations
@@ -57,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     services = [{"name": n, "queue": q} for n, q in _pairs(args.service, ":", "--service")]
     exporters = dict(_pairs(args.exporter, "=", "--exporter"))
-    api = kube_config.new_client_from_config(config_file=args.kubeconfig)
+    try:
+        api = kube_config.new_client_from_config(config_file=args.kubeconfig)
+    except (OSError, ValueError, kube_config.ConfigException) as exc:  # missing, unreadable, or not a kubeconfig
+        raise SystemExit(f"doctor: cannot load the kubeconfig {args.kubeconfig}: {exc}") from exc
     pipeline = Pipeline(
         namespace=args.namespace,
         services=services,

@@ -1,7 +1,12 @@
-"""One function per hop of the metric pipeline. Each returns a HopResult; none raises for a failed check."""
+"""One function per hop of the metric pipeline. Each returns a HopResult; none raises for a failed check.
+
+A peer that is down, a URL that is not HTTP, a server that does not speak HTTP and an answer that is not JSON (or
+not the API's shape) are failed checks too: the hop says which peer and what it got.
+"""
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -9,6 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import urllib3
 from kubernetes import client
 
 
@@ -35,11 +41,45 @@ class Pipeline:
     gpu_metric: str = "DCGM_FI_DEV_GPU_UTIL"
 
 
+class PeerError(Exception):
+    """A peer could not be asked, or its answer is not what the hop reads. The message names the peer."""
+
+
+# What the kubernetes client raises when the API server cannot be reached or answers something that is not HTTP:
+# urllib3's connection, protocol and retry errors, and the socket's own.
+API_UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)
+
+
 def http_get(url: str, timeout: float = 5.0) -> bytes:
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (scheme checked above)
-        return resp.read()
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https") or not urllib.parse.urlsplit(url).netloc:
+        raise PeerError(f"{url!r} is not an http(s) URL (http://host:port/...)")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (scheme checked above)
+            return resp.read()
+    except urllib.error.HTTPError as exc:
+        raise PeerError(f"{url} answered HTTP {exc.code} {exc.reason}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        # URLError (refused, no such host, TLS) and timeouts are OSErrors; HTTPException covers a peer that is
+        # not an HTTP server at all (BadStatusLine and kin).
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else f"{type(exc).__name__}: {exc}"
+        raise PeerError(f"{url} does not answer over HTTP ({reason})") from exc
+
+
+def get_json(url: str, timeout: float = 5.0):
+    body = http_get(url, timeout)
+    try:
+        return json.loads(body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise PeerError(f"{url} answered with something that is not JSON: {body[:80]!r}") from exc
+
+
+def _api_host(p: Pipeline) -> str:
+    return getattr(getattr(p.api, "configuration", None), "host", "the API server")
+
+
+def _api_down(p: Pipeline, exc: Exception) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    return f"the API server at {_api_host(p)} does not answer ({type(exc).__name__}: {reason})"
 
 
 def exporters_up(p: Pipeline) -> HopResult:
@@ -47,8 +87,8 @@ def exporters_up(p: Pipeline) -> HopResult:
     for name, url in p.exporters.items():
         try:
             text = http_get(url).decode("utf-8", "replace")
-        except (OSError, urllib.error.URLError) as exc:
-            problems.append(f"{name} at {url} does not answer: {exc}")
+        except PeerError as exc:
+            problems.append(f"{name}: {exc}")
             continue
         missing = [m for m in p.exporter_metrics.get(name, []) if f"\n{m}" not in "\n" + text]
         if missing:
@@ -61,9 +101,14 @@ def exporters_up(p: Pipeline) -> HopResult:
 
 def _query(p: Pipeline, expr: str) -> list[dict]:
     body = p.prometheus_get("/api/v1/query", {"query": expr})
+    if not isinstance(body, dict):
+        raise PeerError(f"the answer to {expr!r} is not a Prometheus query answer (a JSON {type(body).__name__})")
     if body.get("status") != "success":
-        raise RuntimeError(f"query {expr!r} failed: {body.get('error', body)}")
-    return body["data"]["result"]
+        raise PeerError(f"query {expr!r} failed: {body.get('error', body)}")
+    result = (body.get("data") or {}).get("result") if isinstance(body.get("data"), dict) else None
+    if not isinstance(result, list):
+        raise PeerError(f"the answer to {expr!r} is not a Prometheus query answer (no data.result list)")
+    return result
 
 
 def prometheus_series(p: Pipeline) -> HopResult:
@@ -79,7 +124,7 @@ def prometheus_series(p: Pipeline) -> HopResult:
             if not result:
                 problems.append(f"no series for {what} ({expr})")
             found[expr] = len(result)
-    except (OSError, urllib.error.URLError, RuntimeError, KeyError) as exc:
+    except PeerError as exc:
         return HopResult("prometheus", False, f"Prometheus does not answer queries: {exc}")
     if problems:
         return HopResult("prometheus", False, "; ".join(problems), {"series": found})
@@ -96,7 +141,13 @@ def apiservices_available(p: Pipeline) -> HopResult:
         except client.ApiException as exc:
             problems.append(f"APIService {name} not found ({exc.status})")
             continue
-        cond = next((c for c in (svc.status.conditions or []) if c.type == "Available"), None)
+        except API_UNREACHABLE as exc:
+            return HopResult("apiservice", False, _api_down(p, exc), status)
+        if not isinstance(svc, client.V1APIService) or svc.kind is None:
+            # The client turns a 200 answer that is not JSON into an empty object instead of failing.
+            return HopResult("apiservice", False, f"{_api_host(p)} answered {name} with something that is not JSON "
+                             "or not an APIService: is the kubeconfig's server the API server?", status)
+        cond = next((c for c in ((svc.status and svc.status.conditions) or []) if c.type == "Available"), None)
         status[name] = cond.status if cond else "Unknown"
         if not cond or cond.status != "True":
             why = f"{cond.reason}: {cond.message}" if cond else "no Available condition"
@@ -121,10 +172,18 @@ def _raw_get(p: Pipeline, path: str, query: dict | None = None) -> dict:
         resp.read()
         if resp.status >= 400:
             raise client.ApiException(status=resp.status, reason=resp.reason)
-        return json.loads(resp.data)
-    return p.api.call_api(path, "GET", query_params=params, header_params=headers, auth_settings=["BearerToken"],
-                          response_type="object", _return_http_data_only=True, _preload_content=True,
-                          _request_timeout=10)
+        data = resp.data
+    else:
+        resp = p.api.call_api(path, "GET", query_params=params, header_params=headers, auth_settings=["BearerToken"],
+                              _return_http_data_only=True, _preload_content=False, _request_timeout=10)
+        data = resp.data
+    try:
+        body = json.loads(data)
+    except ValueError as exc:
+        raise PeerError(f"{_api_host(p)}{path} answered with something that is not JSON: {data[:80]!r}") from exc
+    if not isinstance(body, dict):
+        raise PeerError(f"{_api_host(p)}{path} answered a JSON {type(body).__name__}, not a metric value list")
+    return body
 
 
 def adapter_serves(p: Pipeline) -> HopResult:
@@ -137,6 +196,11 @@ def adapter_serves(p: Pipeline) -> HopResult:
             problems.append(f"adapter does not serve {p.queue_metric} for queue {svc['queue']}: "
                             f"{exc.status} {exc.reason}")
             continue
+        except API_UNREACHABLE as exc:
+            return HopResult("adapter", False, _api_down(p, exc), values)
+        except PeerError as exc:
+            problems.append(str(exc))
+            continue
         if not items:
             problems.append(f"adapter lists no {p.queue_metric} value for queue {svc['queue']}")
         values[f"{p.queue_metric}/{svc['queue']}"] = [i.get("value") for i in items]
@@ -148,6 +212,10 @@ def adapter_serves(p: Pipeline) -> HopResult:
             problems.append(f"adapter lists no pod {p.gpu_metric} in namespace {p.namespace}")
     except client.ApiException as exc:
         problems.append(f"adapter does not serve pod {p.gpu_metric}: {exc.status} {exc.reason}")
+    except API_UNREACHABLE as exc:
+        return HopResult("adapter", False, _api_down(p, exc), values)
+    except PeerError as exc:
+        problems.append(str(exc))
     if problems:
         return HopResult("adapter", False, "; ".join(problems), values)
     return HopResult("adapter", True, "queue depth and pod GPU utilisation served", values)
@@ -161,6 +229,11 @@ def hpas_active(p: Pipeline) -> HopResult:
             hpa = api.read_namespaced_horizontal_pod_autoscaler(svc["name"], p.namespace)
         except client.ApiException as exc:
             problems.append(f"HPA {svc['name']} not found ({exc.status})")
+            continue
+        except API_UNREACHABLE as exc:
+            return HopResult("hpa", False, _api_down(p, exc), state)
+        if hpa.status is None or hpa.spec is None:
+            problems.append(f"{_api_host(p)} answered HPA {svc['name']} with something that is not an HPA")
             continue
         conds = {c.type: c for c in (hpa.status.conditions or [])}
         active = conds.get("ScalingActive")
@@ -186,18 +259,32 @@ def hpas_active(p: Pipeline) -> HopResult:
 def alertmanager_reachable(p: Pipeline) -> HopResult:
     try:
         status = p.alertmanager_get("/api/v2/status")
-    except (OSError, urllib.error.URLError, ValueError) as exc:
+    except PeerError as exc:
         return HopResult("alertmanager", False, f"Alertmanager does not answer: {exc}")
     cluster = status.get("cluster", {}).get("status") if isinstance(status, dict) else None
     return HopResult("alertmanager", True, "Alertmanager answers", {"cluster_status": cluster})
 
 
-HOPS = [exporters_up, prometheus_series, apiservices_available, adapter_serves, hpas_active, alertmanager_reachable]
+HOPS = {
+    "exporters": exporters_up,
+    "prometheus": prometheus_series,
+    "apiservice": apiservices_available,
+    "adapter": adapter_serves,
+    "hpa": hpas_active,
+    "alertmanager": alertmanager_reachable,
+}
+
+
+def _run_hop(name: str, hop: Callable[[Pipeline], HopResult], p: Pipeline) -> HopResult:
+    try:
+        return hop(p)
+    except Exception as exc:  # the doctor's contract: a hop that breaks is reported by name, never raised
+        return HopResult(name, False, f"the {name} check could not run: {type(exc).__name__}: {exc}")
 
 
 def run_all(p: Pipeline) -> dict:
     """Run every hop in pipeline order. The first failed hop is named; later hops still run and report."""
-    results = [hop(p) for hop in HOPS]
+    results = [_run_hop(name, hop, p) for name, hop in HOPS.items()]
     failed = next((r for r in results if not r.ok), None)
     return {
         "ok": failed is None,
@@ -210,6 +297,6 @@ def run_all(p: Pipeline) -> dict:
 def json_getter(base: str) -> Callable:
     def get(path: str, params: dict | None = None):
         url = base.rstrip("/") + path + ("?" + urllib.parse.urlencode(params) if params else "")
-        return json.loads(http_get(url))
+        return get_json(url)
 
     return get

@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import redis
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from faster_whisper.tokenizer import _LANGUAGE_CODES
@@ -22,9 +23,9 @@ from workers.gateway.backend import JobBackend
 from workers.gateway.body_limit import BodyLimitMiddleware
 from workers.gateway.config import GatewayConfig
 from workers.gateway.errors import ApiError, install_error_handlers, validation_error
-from workers.gateway.keys import ApiKey, ApiKeyStore
+from workers.gateway.keys import ApiKey, ApiKeyStore, RedisApiKeyStore
 from workers.gateway.metrics import GatewayMetrics, MetricsMiddleware
-from workers.gateway.ratelimit import TokenBuckets
+from workers.gateway.ratelimit import RedisTokenBuckets, TokenBuckets
 from workers.gateway.schemas import (
     ERROR_RESPONSES,
     STT_UPLOAD_SCHEMA,
@@ -42,9 +43,25 @@ STT_PATH = "/v1/jobs/stt"
 def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None) -> FastAPI:
     registry = registry or CollectorRegistry()
     metrics = GatewayMetrics(registry, sorted(config.queues))
-    keys = ApiKeyStore(config.state_dir)
-    keys.load_or_init(config.api_key_file)
-    buckets = TokenBuckets(config.rate_per_s, config.rate_burst)
+    shared = None
+    if config.key_store == "redis":
+        # Keys and rate limits live in Redis, so every replica behind the Service accepts the same keys and a key's
+        # limit is one limit, not one per replica; a restart keeps both.
+        shared = redis.Redis.from_url(config.policy.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        keys = RedisApiKeyStore(shared, config.policy.prefix)
+        buckets = RedisTokenBuckets(shared, config.policy.prefix, config.rate_per_s, config.rate_burst)
+    else:
+        keys = ApiKeyStore(config.state_dir)
+        buckets = TokenBuckets(config.rate_per_s, config.rate_burst)
+    # With the Redis store, Redis may not answer yet when the gateway starts (it starts beside it): the gateway still
+    # starts, /readyz says Redis is unreachable, and the first key is registered on the first request that finds it.
+    pending_init = [False]
+    try:
+        keys.load_or_init(config.api_key_file)
+    except redis.RedisError as exc:
+        pending_init[0] = True
+        log.warning("the API key store does not answer yet; keys are registered once it does",
+                    extra={"store": keys.path, "error": type(exc).__name__})
     services = sorted(config.queues)
 
     @contextlib.asynccontextmanager
@@ -55,6 +72,8 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
             yield
         finally:
             await app.state.backend.close()
+            if shared is not None:
+                shared.close()
 
     # No Swagger/ReDoc pages: they load their scripts from a public CDN; the spec itself is served.
     app = FastAPI(title="Model gateway", version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -81,11 +100,18 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
         if not presented:
             raise ApiError(401, "missing_api_key", "no API key: send 'Authorization: Bearer <key>' or "
                            "'X-API-Key: <key>'", {"WWW-Authenticate": "Bearer"})
-        key = keys.verify(presented)
+        try:
+            if pending_init[0]:
+                keys.load_or_init(config.api_key_file)
+                pending_init[0] = False
+            key = keys.verify(presented)
+            wait = buckets.take(key.key_id) if key is not None else 0.0
+        except redis.RedisError as exc:  # the shared key store is down: say so instead of a bare 500
+            raise ApiError(503, "key_store_unavailable", f"cannot check the API key: the key store "
+                           f"({keys.path}) does not answer ({type(exc).__name__})", {"Retry-After": "5"}) from exc
         if key is None:
             raise ApiError(401, "invalid_api_key", f"API key {presented[:6]!r}... is not valid",
                            {"WWW-Authenticate": "Bearer"})
-        wait = buckets.take(key.key_id)
         if wait > 0:
             retry = TokenBuckets.retry_after_header(wait)
             raise ApiError(429, "rate_limited", f"rate limit of {config.rate_per_s:g} requests/s "

@@ -32,6 +32,7 @@ class GatewayConfig:
     rate_per_s: float
     rate_burst: int
     voices: tuple[str, ...]
+    key_store: str = "redis"  # redis: keys and rate limits shared by all replicas; file: this process only
 
     @classmethod
     def from_settings(cls, s: Settings) -> GatewayConfig:
@@ -61,4 +62,5 @@ class GatewayConfig:
             rate_per_s=s.number("GATEWAY_RATE_LIMIT_PER_S", 20.0, 0.01, 1e6),
             rate_burst=s.integer("GATEWAY_RATE_LIMIT_BURST", 40, 1, 10**7),
             voices=tuple(s.name_list("TTS_VOICES", "default")),
+            key_store=s.choice("GATEWAY_KEY_STORE", "redis", ("redis", "file")),
         )

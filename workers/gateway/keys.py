@@ -1,4 +1,5 @@
-"""API keys: generated on first run, stored only as SHA-256 hashes in a 0600 state file.
+"""API keys: generated on first run, stored only as SHA-256 hashes: in Redis (shared by every gateway replica and
+kept across restarts; the default) or in a 0600 state file (one gateway process).
 
 SHA-256 without a salt or a slow KDF is enough here because the keys are 256-bit random tokens, not
 passwords: there is nothing to brute-force or look up in a table. A presented key is hashed and compared
@@ -16,6 +17,8 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import redis
 
 log = logging.getLogger(__name__)
 
@@ -86,4 +89,60 @@ class ApiKeyStore:
         for key in self._keys:  # no early exit: every stored hash is compared
             if hmac.compare_digest(digest, key.sha256):
                 found = key
+        return found
+
+
+class RedisApiKeyStore:
+    """The key hashes in one Redis hash, `<prefix>:gateway:api_keys` (key id -> SHA-256), read on every check.
+
+    Every replica behind the Service sees the same keys, a key added by one is valid on all at once, and a restart
+    loses nothing. Only hashes are stored; the plaintext exists once, in the first-key file.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self._redis = client
+        self._hash = f"{prefix}:gateway:api_keys"
+        self._first = f"{prefix}:gateway:api_keys:first"
+
+    @property
+    def path(self) -> str:
+        return f"redis {self._hash}"
+
+    def load_or_init(self, first_key_file: Path) -> bool:
+        """Register the key in first_key_file if it holds one (a mounted Secret, a restart); else, when the store is
+        empty, generate one key and write its plaintext once to first_key_file. Returns True when one was generated.
+
+        Replicas starting together elect one generator with SET NX, so one first key exists, not one per replica.
+        """
+        if first_key_file.is_file():
+            plaintext = first_key_file.read_text(encoding="utf-8").strip()
+            if plaintext:
+                self._register(plaintext)
+                return False
+        if self._redis.hlen(self._hash) > 0 or not self._redis.set(self._first, "1", nx=True):
+            return False
+        plaintext = self.add_key()
+        _write_private(first_key_file, plaintext + "\n")
+        log.info("generated the first API key", extra={"key_id": self._id_of(plaintext),
+                                                       "key_file": str(first_key_file)})
+        return True
+
+    @staticmethod
+    def _id_of(plaintext: str) -> str:
+        return "k_" + hash_key(plaintext)[:8]  # derived, so registering the same key twice keeps one entry
+
+    def _register(self, plaintext: str) -> None:
+        self._redis.hsetnx(self._hash, self._id_of(plaintext), hash_key(plaintext))
+
+    def add_key(self) -> str:
+        plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+        self._register(plaintext)
+        return plaintext
+
+    def verify(self, presented: str) -> ApiKey | None:
+        digest = hash_key(presented)
+        found = None
+        for key_id, stored in sorted(self._redis.hgetall(self._hash).items()):  # no early exit
+            if hmac.compare_digest(digest.encode(), stored):
+                found = ApiKey(key_id.decode(), stored.decode())
         return found
