@@ -281,6 +281,18 @@ def image_size(ref: str) -> int:
     return int(r.stdout.strip())
 
 
+def prune(current: dict[str, str]) -> None:
+    """Untag older builds of the images just built (their content hash changed) and drop dangling layers,
+    so the storage under the cache does not grow with every source change."""
+    for name, tag in current.items():
+        r = run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
+                 f"reference={LOCAL_PREFIX}/{name}"], capture=True, check=False)
+        for old in r.stdout.split():
+            if old != tag and old.startswith(f"{LOCAL_PREFIX}/{name}:"):
+                run(["podman", "untag", old, old], check=False)
+    run(["podman", "image", "prune", "--force"], check=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("action", choices=["build", "plan"])
@@ -405,6 +417,8 @@ def run_action(args: argparse.Namespace, tls_verify: bool) -> int:
                 "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         local_refs[img.name] = tag
+    if built:
+        prune(local_refs)
     changed = bool(built or pushed or adopted)
     if (pushed or adopted) and not args.no_push:
         lock = {"registry": args.registry, "images": dict(sorted(lock_images.items()))}
