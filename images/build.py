@@ -419,6 +419,9 @@ def run_action(args: argparse.Namespace, tls_verify: bool) -> int:
         local_refs[img.name] = tag
     if built:
         prune(local_refs)
+    if args.no_push:
+        # Local builds: every wanted image's tag, built now or found in storage (what the tests start).
+        local_refs = {i.name: f"{LOCAL_PREFIX}/{i.name}:{i.content_hash[:16]}" for i in images if i.name in wanted}
     changed = bool(built or pushed or adopted)
     if (pushed or adopted) and not args.no_push:
         lock = {"registry": args.registry, "images": dict(sorted(lock_images.items()))}
