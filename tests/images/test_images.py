@@ -14,7 +14,7 @@ from pathlib import Path
 import jiwer
 import pytest
 import soundfile as sf
-from conftest import REPO, free_port, http, podman, wait_for, writable_dir
+from images_testlib import REPO, Container, free_port, http, podman, wait_for, writable_dir
 
 pytestmark = pytest.mark.slow
 
@@ -127,8 +127,6 @@ def test_exporters_answer_metrics(images: dict[str, str], start, redis_container
 @pytest.fixture(scope="module")
 def serving(images: dict[str, str], redis_container: str, tmp_path_factory: pytest.TempPathFactory):
     """Gateway, STT worker and TTS worker images on one Redis (the project's image), as on a node."""
-    from conftest import Container
-
     tmp = tmp_path_factory.mktemp("serving")
     state = writable_dir(tmp, "gateway")
     prefix = "img" + uuid.uuid4().hex[:8]
