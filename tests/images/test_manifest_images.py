@@ -62,3 +62,20 @@ def test_a_lock_file_for_another_registry_is_ignored(tmp_path: Path) -> None:
          "images": {"gateway": {"digest": DIGEST, "ref": f"127.0.0.1:16500/gpu-serving-harness/gateway@{DIGEST}"}}}))
     images = render("gke", tmp_path, state)
     assert f"{REGISTRY['gke']}/gateway:0.1.0" in images, images
+
+
+@pytest.mark.parametrize(("target", "env", "message"), [
+    ("self_managed", {"HARNESS_IMAGE_REGISTRY": ""},
+     "harness_image_registry=\"\" is not a registry/repository reference"),
+    ("gke", {"GCP_PROJECT": ""}, "Set GCP_PROJECT (the Artifact Registry project)"),
+    ("eks", {"AWS_ACCOUNT_ID": ""}, "Set AWS_ACCOUNT_ID and AWS_REGION"),
+    ("self_managed", {"HARNESS_IMAGE_REGISTRY": "Registry.Example/Bad Name"}, "\"Registry.Example/Bad Name\""),
+])
+def test_images_playbook_stops_early_on_a_bad_registry(target: str, env: dict[str, str], message: str,
+                                                        tmp_path: Path) -> None:
+    run_env = {**os.environ, **ENV, **env, "HARNESS_STATE_DIR": str(tmp_path), "ANSIBLE_NOCOLOR": "1"}
+    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", f"inventories/{target}", "playbooks/images.yml",
+                        "--tags", "images_preflight"], cwd=REPO, env=run_env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0, r.stdout[-2000:]
+    assert message in r.stdout, r.stdout[-3000:]
