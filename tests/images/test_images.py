@@ -14,7 +14,7 @@ from pathlib import Path
 import jiwer
 import pytest
 import soundfile as sf
-from images_testlib import REPO, Container, free_port, http, podman, wait_for, writable_dir
+from images_testlib import REPO, Container, free_port, http, podman, podman_env, wait_for, writable_dir
 
 pytestmark = pytest.mark.slow
 
@@ -210,3 +210,33 @@ def test_no_placeholder_image_reference_left_in_the_repository() -> None:
     offenders = [str(p.relative_to(REPO)) for d in ("roles", "inventories", "playbooks", "molecule")
                  for p in (REPO / d).rglob("*") if p.is_file() and "ghcr.io/gpu-serving-harness" in p.read_text()]
     assert not offenders, offenders
+
+
+def test_coqui_image_loads_a_mounted_model(tmp_path: Path, start, redis_container: str) -> None:
+    """The optional Coqui image (images_build_coqui=true) with a model directory mounted read-only."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(REPO / "images/build.py"), "plan", "--registry", "127.0.0.1:1/x",
+                        "--lock", str(tmp_path / "lock.json"), "--log-dir", str(tmp_path), "--no-push",
+                        "--only", "tts-coqui-worker"], env=podman_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    if "tts-coqui-worker" in json.loads(r.stdout.splitlines()[-1])["stale"]:
+        pytest.skip("tts-coqui-worker is not built for these sources (optional: images_build_coqui=true)")
+    tag = json.loads(r.stdout.splitlines()[-1])["hashes"]["tts-coqui-worker"]
+    spec = importlib.util.spec_from_file_location("coqui_model", REPO / "tests/workers/coqui_model.py")
+    coqui_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(coqui_model)
+    model = coqui_model.build_random_vits(tmp_path / "model")
+    for p in [model, *model.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    port = free_port()
+    c = start(f"localhost/gpu-serving-harness/tts-coqui-worker:{tag}",
+              env={"METRICS_PORT": str(port), "REDIS_URL": redis_container, "TTS_MODEL_DIR": "/models/tts",
+                   "QUEUE_PREFIX": "coqui" + uuid.uuid4().hex[:8]},
+              volumes=[f"{model}:/models/tts:ro"])
+    wait_for(lambda: http(f"http://127.0.0.1:{port}/readyz")[0] == 200, 300, "coqui worker /readyz (model loaded)",
+             c.logs)
+    info = inspect(f"localhost/gpu-serving-harness/tts-coqui-worker:{tag}")
+    assert info["Config"]["User"].split(":")[0] not in ("0", "root")
