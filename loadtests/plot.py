@@ -147,9 +147,9 @@ def draw(report: dict[str, Any], out: Path) -> Path:
             color=colors[svc],
             lw=1,
             ls=":",
-            label=f"{svc} budget use %",
+            label=f"{svc} budget spent %",
         )
-    budget_ax.set_ylabel("projected budget use (%)")
+    budget_ax.set_ylabel("budget spent, month to date (%)")
     # Up to at least 100%, so budget use sits apart from the cost lines and a breach stands out.
     budget_top = max([100.0, *(v for svc in services for v in _series(samples, t0, svc, "budget_pct")[1])])
     budget_ax.set_ylim(0, budget_top * 1.1)

@@ -6,16 +6,18 @@ Cost is attributed by request share (see ``workers/cost/model.py``): under time 
 isolate per-pod usage, so usage-based attribution is not possible. Settings and the config file format
 are in ``workers/cost/config.py``; the price table in ``workers/cost/default_prices.yml``.
 SIGHUP (or any change of the config file's mtime) re-reads the config, so budgets change without a
-restart. Month-to-date spend survives restarts in the state file.
+restart. Month-to-date spend and the forecast's rate history survive restarts in the state file.
+``--clock-start`` (``COST_EXPORTER_CLOCK_START``) runs the exporter as of another date, for month-end tests.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
@@ -30,9 +32,19 @@ from workers.gpu.settings import ConfigError
 log = logging.getLogger("cost_exporter")
 
 
+def settable_clock(start: dt.datetime | None) -> Callable[[], dt.datetime]:
+    """The real UTC clock, or one that reads ``start`` at this call and then advances in real time
+    (monotonic, so a host clock step does not move it)."""
+    if start is None:
+        return lambda: dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    return lambda: start + dt.timedelta(seconds=time.monotonic() - t0)
+
+
 def build_exporter(cfg: ExporterSettings) -> CostExporter:
     watcher = ConfigWatcher(cfg.config_file)
     ledger = Ledger.load(cfg.state_file)
+    ledger.forecast_window_seconds = cfg.forecast_window
     core_v1 = load_core_v1(cfg.kubeconfig)
 
     read_job_rates = None
@@ -49,6 +61,7 @@ def build_exporter(cfg: ExporterSettings) -> CostExporter:
         read_job_rates=read_job_rates,
         state_file=None if cfg.once else cfg.state_file,
         max_gap_seconds=cfg.max_gap,
+        clock=settable_clock(cfg.clock_start),
     )
 
 
@@ -60,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, StateFileError) as exc:
         print(f"cost_exporter: {exc}", file=sys.stderr)
         return 2
+    if cfg.clock_start is not None:
+        log.warning("clock set: running as of %s (COST_EXPORTER_CLOCK_START), not the real time",
+                    cfg.clock_start.isoformat())
     registry = CollectorRegistry()
     registry.register(CostCollector(lambda: exporter.published))
     if cfg.once:

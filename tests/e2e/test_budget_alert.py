@@ -1,5 +1,5 @@
 """BudgetThresholdExceeded reaches an Alertmanager webhook receiver when a budget is lowered below the
-cost projection, and resolves when the budget is raised again (real exporter, Prometheus, Alertmanager)."""
+month-to-date spend, and resolves when the budget is raised again (real exporter, Prometheus, Alertmanager)."""
 
 from __future__ import annotations
 
@@ -56,14 +56,14 @@ def receiver():
 def test_budget_alert_fires_and_resolves(receiver: Receiver):
     config_file = stack.STATE / "cost-exporter.yml"
     original = config_file.read_text()
-    projection = stack.wait_for("a monthly cost projection for stt",
-                                lambda: stack.prom_value('monthly_cost_projection{service="stt"}'), timeout=60)
-    assert projection > 0
+    spent = stack.wait_for("month-to-date spend for stt",
+                           lambda: stack.prom_value('service_cost_month_to_date{service="stt"}'), timeout=60)
+    assert spent > 0
     try:
         config = yaml.safe_load(original)
         for svc in config["services"]:
             if svc["name"] == "stt":
-                svc["monthly_budget_usd"] = round(projection / 2, 4)  # projection = 200% of the budget
+                svc["monthly_budget_usd"] = spent / 2  # actual spend = 200% of the budget
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         stack.wait_for("BudgetThresholdExceeded for stt to reach the webhook",
                        lambda: receiver.seen("firing", "BudgetThresholdExceeded", "stt"), timeout=120)

@@ -4,6 +4,9 @@ exposition parser that returns {(name, labels): value}."""
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
 
 from kubernetes.client import (
     V1Container,
@@ -103,3 +106,15 @@ def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str]
 
 def samples(scraped: dict, name: str) -> list[tuple[dict[str, str], float]]:
     return [(dict(labels), value) for (n, labels), value in scraped.items() if n == name]
+
+
+def start_cost_exporter(repo_root: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A real cost exporter process (python -m workers.cost_exporter) with exactly this environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.cost_exporter"],
+        cwd=repo_root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

@@ -14,7 +14,7 @@ import time
 import urllib.request
 
 import pytest
-from exporters_helpers import gpu_node, gpu_pod, samples, scrape
+from exporters_helpers import gpu_node, gpu_pod, samples, scrape, start_cost_exporter
 from prometheus_client import CollectorRegistry
 
 from workers.cost.config import load_settings
@@ -117,8 +117,13 @@ def test_all_contract_metrics_with_their_labels_and_values(tmp_path, cluster):
     assert value(scraped, "service_cost_month_to_date", service="stt") == pytest.approx(mtd)
     projection = mtd + stt_rate * hours_left_in_month(clock.now)
     assert value(scraped, "monthly_cost_projection", service="stt") == pytest.approx(projection)
-    assert value(scraped, "budget_utilization_percentage", service="stt") == pytest.approx(
-        projection / 1500 * 100
+    # Actual spend against the budget; the forecast averages the rate over the window (default 24 h),
+    # where the 20 h before the exporter's first update count at the first rate it saw (the same here).
+    assert value(scraped, "budget_utilization_percentage", service="stt") == pytest.approx(mtd / 1500 * 100)
+    forecast = mtd + stt_rate * hours_left_in_month(clock.now)
+    assert value(scraped, "monthly_cost_forecast", service="stt") == pytest.approx(forecast)
+    assert value(scraped, "budget_forecast_utilization_percentage", service="stt") == pytest.approx(
+        forecast / 1500 * 100
     )
     assert value(scraped, "cost_per_job", service="stt", queue_name="stt") == pytest.approx(
         stt_rate / 3600 / 0.02
@@ -137,9 +142,13 @@ def test_all_contract_metrics_with_their_labels_and_values(tmp_path, cluster):
 
 
 def test_lowering_a_budget_in_the_file_changes_utilisation_on_the_next_update(tmp_path, cluster):
-    exporter = make_exporter(tmp_path, cluster)
+    clock = Clock(T)
+    exporter = make_exporter(tmp_path, cluster, clock=clock)
+    exporter.update()
+    clock.now = T + dt.timedelta(minutes=10)
     exporter.update()
     before = value(scrape(registry_for(exporter)), "budget_utilization_percentage", service="stt")
+    assert before > 0
     write_config(tmp_path / "cost.yml", stt_budget=15.0)
     exporter.update()
     after = value(scrape(registry_for(exporter)), "budget_utilization_percentage", service="stt")
@@ -249,26 +258,19 @@ def test_sighup_rereads_budgets_in_a_running_exporter(tmp_path, repo_root):
         "COST_EXPORTER_MAX_GAP_SECONDS": "600",
         "COST_EXPORTER_API_TIMEOUT_SECONDS": "1",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cost_exporter"],
-        cwd=repo_root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_cost_exporter(repo_root, env)
     try:
         before = wait_for(lambda: get_metric(port, "budget_utilization_percentage", "stt"))
         projection = get_metric(port, "monthly_cost_projection", "stt")
         assert projection == pytest.approx(100.0 + 2.0 * hours_left_in_month(now), rel=1e-3)
-        assert before == pytest.approx(projection / 100000 * 100, rel=1e-3)
-        write_config(config, stt_budget=100)
+        assert before == pytest.approx(100.0 / 100000 * 100, rel=1e-3)  # $100 spent of $100,000
+        write_config(config, stt_budget=110)
         proc.send_signal(signal.SIGHUP)
         after = wait_for(
             lambda: (v := get_metric(port, "budget_utilization_percentage", "stt")) != before and v
         )
-        assert after == pytest.approx(projection / 100 * 100, rel=1e-3)
-        assert after > 80  # BudgetThresholdExceeded territory
+        assert after == pytest.approx(100.0 / 110 * 100, rel=1e-3)
+        assert after > 80  # BudgetThresholdExceeded territory: $100 spent of $110
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
@@ -294,6 +296,16 @@ def test_settings_errors_name_the_variable(tmp_path):
         load_settings([], {**base, "PROMETHEUS_URL": "127.0.0.1:9090"})
     with pytest.raises(ConfigError, match=r"COST_EXPORTER_INTERVAL_SECONDS \(--interval\)='0': must be > 0"):
         load_settings([], {**base, "COST_EXPORTER_INTERVAL_SECONDS": "0"})
+    clock_error = r"COST_EXPORTER_CLOCK_START \(--clock-start\)='2027-01-31 23:59': must be an ISO"
+    with pytest.raises(ConfigError, match=clock_error):
+        load_settings([], {**base, "COST_EXPORTER_CLOCK_START": "2027-01-31 23:59"})  # no offset: ambiguous
+    with pytest.raises(ConfigError, match=r"COST_EXPORTER_CLOCK_START \(--clock-start\)='tomorrow'"):
+        load_settings([], {**base, "COST_EXPORTER_CLOCK_START": "tomorrow"})
+    with pytest.raises(ConfigError, match=r"COST_EXPORTER_FORECAST_WINDOW_SECONDS \(--forecast-window\)='-5'"):
+        load_settings([], {**base, "COST_EXPORTER_FORECAST_WINDOW_SECONDS": "-5"})
+    clocked = load_settings([], {**base, "COST_EXPORTER_CLOCK_START": "2027-01-31T23:59:50+01:00"})
+    assert clocked.clock_start == dt.datetime(2027, 1, 31, 22, 59, 50, tzinfo=dt.UTC)
+    assert clocked.forecast_window == 86400.0
     with pytest.raises(ConfigError, match="not set and this is not a pod"):
         load_settings([], {k: v for k, v in base.items() if k != "KUBECONFIG"})
     s = load_settings(["--prometheus-url", "http://127.0.0.1:9090/"], base)

@@ -85,3 +85,55 @@ def test_an_unreadable_state_file_is_an_error_not_a_silent_reset(tmp_path):
     state.write_text(json.dumps({"version": 99}))
     with pytest.raises(StateFileError, match="state version 99"):
         Ledger.load(state)
+
+
+def test_the_forecast_averages_the_window_and_survives_a_restart(tmp_path):
+    """An hour-long window: 50 minutes at $6/h then 10 minutes at $60/h average to $15/h; the rate
+    history is in the state file, so a restarted exporter forecasts the same."""
+    ledger = Ledger(forecast_window_seconds=3600)
+    ledger.advance(T, {"stt": Rate(6.0)}, max_gap_seconds=300)
+    for m in range(1, 51):
+        ledger.advance(T + minutes(m), {"stt": Rate(6.0 if m < 50 else 60.0)}, max_gap_seconds=300)
+    for m in range(51, 61):
+        ledger.advance(T + minutes(m), {"stt": Rate(60.0)}, max_gap_seconds=300)
+    now = T + minutes(60)
+    assert ledger.average_rate("stt", now) == pytest.approx(15.0)
+    assert ledger.forecast("stt", now) == pytest.approx(ledger.month_to_date("stt") + 15.0 * hours_left_in_month(now))
+    # The instant projection sees only the current $60/h.
+    assert ledger.projection("stt", now) == pytest.approx(ledger.month_to_date("stt") + 60.0 * hours_left_in_month(now))
+    state = tmp_path / "cost-state.json"
+    ledger.save(state)
+    restarted = Ledger.load(state)
+    restarted.forecast_window_seconds = 3600
+    assert restarted.average_rate("stt", now) == pytest.approx(15.0)
+
+
+def test_unwatched_time_in_the_window_counts_at_the_oldest_rate_seen():
+    """A ledger that started 6 minutes ago (at $6/h, then 3 minutes at $60/h) does not let the burst
+    dominate: the 54 unwatched minutes of the hour count at $6/h."""
+    ledger = Ledger(forecast_window_seconds=3600)
+    ledger.advance(T, {"stt": Rate(6.0)}, max_gap_seconds=300)
+    ledger.advance(T + minutes(3), {"stt": Rate(60.0)}, max_gap_seconds=300)
+    ledger.advance(T + minutes(6), {"stt": Rate(60.0)}, max_gap_seconds=300)
+    assert ledger.average_rate("stt", T + minutes(6)) == pytest.approx((57 * 6.0 + 3 * 60.0) / 60)
+    assert Ledger(forecast_window_seconds=3600).average_rate("stt", T) == 0.0
+
+
+def test_a_version_1_state_file_is_read_with_an_empty_rate_history(tmp_path):
+    state = tmp_path / "cost-state.json"
+    state.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "month": "2026-03",
+                "last_update": T.isoformat(),
+                "services": {"stt": {"month_to_date_usd": 12.5, "gpu_hours": {L4: 3.0}}},
+                "last_rates": {"stt": {"cost_per_hour": 2.0, "gpus_by_type": {L4: 1.0}}},
+            }
+        )
+    )
+    ledger = Ledger.load(state)
+    assert ledger.month_to_date("stt") == 12.5
+    assert ledger.average_rate("stt", T) == pytest.approx(2.0)  # nothing watched yet: the last rate
+    ledger.save(state)
+    assert json.loads(state.read_text())["version"] == 2

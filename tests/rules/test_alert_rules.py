@@ -13,7 +13,14 @@ import yaml
 from workers.cost.config import parse_cost_config
 from workers.cost.pricing import load_default_prices
 
-COST_ALERTS = {"BudgetThresholdExceeded", "HighGPUCost", "LowGPUUtilization", "HighCostPerJob", "IdleGPU"}
+COST_ALERTS = {
+    "BudgetThresholdExceeded",
+    "BudgetForecastExceeded",
+    "HighGPUCost",
+    "LowGPUUtilization",
+    "HighCostPerJob",
+    "IdleGPU",
+}
 SERVICE_ALERTS = {
     "QueueBacklogGrowing",
     "HPAAtMaxReplicas",
@@ -59,7 +66,9 @@ def test_per_service_rules_come_from_the_enabled_services(rendered):
 
 def test_thresholds_are_the_design_defaults(rendered):
     exprs = {r["alert"]: r["expr"] for r in alerts(rendered, "standard", "cost-alerts.rules.yml")}
-    assert exprs["BudgetThresholdExceeded"].endswith("> 80")
+    # Actual spend against the budget, for every enabled service (none sets its own threshold).
+    assert exprs["BudgetThresholdExceeded"] == 'budget_utilization_percentage{service=~"stt|tts"} >= 80'
+    assert exprs["BudgetForecastExceeded"] == "budget_forecast_utilization_percentage > 100"
     assert exprs["HighGPUCost"].endswith("> 50")
     assert re.search(r"< 30$", exprs["LowGPUUtilization"])
     assert exprs["HighCostPerJob"].endswith("> 0.5")

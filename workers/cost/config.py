@@ -22,6 +22,7 @@ Two parts:
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -128,6 +129,8 @@ class ExporterSettings:
     max_gap: float
     api_timeout: float
     once: bool
+    forecast_window: float
+    clock_start: dt.datetime | None
 
 
 _OPTIONS = (
@@ -150,7 +153,33 @@ _OPTIONS = (
         "longest interval billed at the last known rate (exporter downtime beyond it is not billed)",
     ),
     ("--api-timeout", "COST_EXPORTER_API_TIMEOUT_SECONDS", "5", "API server and Prometheus request timeout"),
+    (
+        "--forecast-window",
+        "COST_EXPORTER_FORECAST_WINDOW_SECONDS",
+        "86400",
+        "window the monthly forecast averages the cost rate over (seconds)",
+    ),
+    (
+        "--clock-start",
+        "COST_EXPORTER_CLOCK_START",
+        None,
+        "run as if started at this UTC instant (ISO 8601 with offset, e.g. 2027-01-31T23:59:50Z); "
+        "the clock then advances in real time. For tests and rehearsals of month ends; unset: the real clock",
+    ),
 )
+
+
+def parse_instant(name: str, raw: str) -> dt.datetime:
+    """An ISO 8601 instant with an explicit offset (``Z`` or ``+hh:mm``), as aware UTC."""
+    try:
+        when = dt.datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ConfigError(
+            f"{name}={raw!r}: must be an ISO 8601 instant with an offset, such as 2027-01-31T23:59:50Z"
+        )
+    return when.astimezone(dt.UTC)
 
 
 def load_settings(
@@ -212,4 +241,12 @@ def load_settings(
             "COST_EXPORTER_API_TIMEOUT_SECONDS (--api-timeout)", args.api_timeout, strict_minimum=True
         ),
         once=args.once,
+        forecast_window=settings.number(
+            "COST_EXPORTER_FORECAST_WINDOW_SECONDS (--forecast-window)", args.forecast_window, strict_minimum=True
+        ),
+        clock_start=(
+            parse_instant("COST_EXPORTER_CLOCK_START (--clock-start)", args.clock_start)
+            if args.clock_start
+            else None
+        ),
     )

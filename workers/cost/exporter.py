@@ -36,6 +36,8 @@ CONTRACT_METRICS = (
     "total_gpu_hours",
 )
 EXTRA_METRICS = (
+    "monthly_cost_forecast",
+    "budget_forecast_utilization_percentage",
     "service_cost_month_to_date",
     "service_monthly_budget",
     "cost_exporter_price_table_info",
@@ -96,6 +98,7 @@ class Published:
     job_rates: dict[str, float] | None
     month_to_date: dict[str, float]
     projection: dict[str, float]
+    forecast: dict[str, float]
     gpu_hours: dict[str, dict[str, float]]
     updated: dt.datetime | None
     cluster_ok: bool
@@ -142,6 +145,7 @@ class CostExporter:
             job_rates=rates,
             month_to_date={n: self.ledger.month_to_date(n) for n in names},
             projection={n: self.ledger.projection(n, when) for n in names},
+            forecast={n: self.ledger.forecast(n, when) for n in names},
             gpu_hours={n: self.ledger.gpu_hours(n) for n in names},
             updated=now,
             cluster_ok=cluster_ok,
@@ -246,7 +250,18 @@ class CostCollector(Collector):
             ["service"],
         )
         util = _gauge(
-            "budget_utilization_percentage", "Monthly projection / monthly budget x 100.", ["service"]
+            "budget_utilization_percentage",
+            "Month-to-date spend / monthly budget x 100 (actual spend, no projection).",
+            ["service"],
+        )
+        forecast = _gauge(
+            "monthly_cost_forecast",
+            "Month-to-date spend + the cost rate averaged over the forecast window "
+            f"(COST_EXPORTER_FORECAST_WINDOW_SECONDS) x hours left in the month, {currency}.",
+            ["service"],
+        )
+        forecast_util = _gauge(
+            "budget_forecast_utilization_percentage", "Monthly forecast / monthly budget x 100.", ["service"]
         )
         hours = _gauge(
             "total_gpu_hours",
@@ -257,10 +272,12 @@ class CostCollector(Collector):
             mtd.add_metric([s.name], p.month_to_date[s.name])
             budget.add_metric([s.name], s.monthly_budget_usd)
             proj.add_metric([s.name], p.projection[s.name])
-            util.add_metric([s.name], 100.0 * p.projection[s.name] / s.monthly_budget_usd)
+            util.add_metric([s.name], 100.0 * p.month_to_date[s.name] / s.monthly_budget_usd)
+            forecast.add_metric([s.name], p.forecast[s.name])
+            forecast_util.add_metric([s.name], 100.0 * p.forecast[s.name] / s.monthly_budget_usd)
             for gpu_type, value in sorted(p.gpu_hours[s.name].items()):
                 hours.add_metric([s.name, gpu_type], value)
-        yield from (mtd, budget, proj, util, hours)
+        yield from (mtd, budget, proj, util, forecast, forecast_util, hours)
 
     def _costs(self, p: Published, currency: str) -> Iterator[GaugeMetricFamily]:
         snap = p.snapshot
