@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the harness needs on a fresh machine of this kind, reusing caches:
-#   1. Debian packages (Redis, Prometheus, Alertmanager, promtool, ...), only those missing;
+#   1. Debian packages (Redis, Prometheus, Alertmanager, promtool, podman, docker-registry, ...), only those missing;
 #   2. the virtualenv (scripts/venv.sh, cached outside the repo by requirements hash);
 #   3. the control-plane binaries built from the Go module proxy (cached by version).
 # Every step prints what it does and how long it took.
@@ -10,7 +10,8 @@ export HARNESS_CACHE=${HARNESS_CACHE:-$HOME/.cache/gpu-serving-harness}
 t0=$SECONDS
 say() { printf '[bootstrap %4ds] %s\n' "$((SECONDS - t0))" "$*"; }
 
-apt_packages=(redis-server prometheus prometheus-alertmanager debootstrap sox)
+# podman, buildah, skopeo, runc, uidmap: the image builder (roles/images); docker-registry: the local registry.
+apt_packages=(redis-server prometheus prometheus-alertmanager debootstrap sox podman buildah skopeo runc uidmap docker-registry)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -19,7 +20,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo_ apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts these as system services on install; the harness runs its own instances on its own ports.
-  for s in redis-server prometheus prometheus-alertmanager; do $sudo_ service "$s" stop >/dev/null 2>&1 || true; done
+  for s in redis-server prometheus prometheus-alertmanager docker-registry; do $sudo_ service "$s" stop >/dev/null 2>&1 || true; done
 fi
 say "Debian packages present"
 
