@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, TARGETS
+from conftest import REPO, TARGETS, ansible_playbook
 
 # The roles whose cluster path applies Kubernetes objects (prometheus_adapter only installs a chart: its values
 # are rendered and checked below).
@@ -133,8 +133,6 @@ def test_an_existing_redis_secret_is_kept(tmp_path):
     """A second run finds the Secret (main.yml's k8s_info) and renders none: the password is generated once."""
     import json
 
-    from conftest import ansible_playbook
-
     existing = {"__queue_secret": {"resources": [{"metadata": {"name": "redis-auth"}}]}}
     r = ansible_playbook("-i", "inventories/gke", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
                          "-e", json.dumps(existing))
@@ -157,8 +155,6 @@ def test_worker_deployments_are_created_at_the_hpa_minimum(rendered, target):
 
 def test_a_rerun_keeps_the_replica_count_the_hpa_set(tmp_path):
     import json
-
-    from conftest import ansible_playbook
 
     live = {"__model_services_deployments": {"resources": [
         {"metadata": {"name": "stt"}, "spec": {"replicas": 7}}]}}
@@ -238,8 +234,6 @@ def test_metrics_server_where_the_cluster_has_none(rendered):
 def test_each_add_on_can_be_skipped(tmp_path):
     import json
 
-    from conftest import ansible_playbook
-
     skip = {"cluster_addons_metrics_server": False, "cluster_addons_eks_network_policy": False,
             "cluster_addons_eks_ebs_csi_driver": False, "cluster_addons_storage_class": False}
     r = ansible_playbook("-i", "inventories/eks", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
@@ -291,8 +285,6 @@ def test_grafana_admin_password_is_generated_not_the_chart_default(rendered, tar
 
 def test_alertmanager_receivers_read_slack_and_pagerduty_from_secrets(tmp_path):
     import json
-
-    from conftest import ansible_playbook
 
     receivers = {"prometheus_stack_alert_slack": {"secret": "am-slack", "key": "url", "channel": "#alerts"},
                  "prometheus_stack_alert_pagerduty": {"secret": "am-pd", "key": "routing-key"}}

@@ -5,7 +5,7 @@ semantics (a pod selected by any Ingress policy admits only what some rule of th
 apiserver validates the same objects in test_dry_run.py."""
 
 import pytest
-from conftest import TARGETS
+from conftest import REPO, TARGETS
 
 # kube-prometheus-stack's Prometheus pods (release kube-prometheus-stack, roles/prometheus_stack), in the
 # monitoring namespace the inventory names (prometheus_stack_release_namespace).
@@ -133,7 +133,6 @@ def test_gke_cluster_is_created_with_an_enforcing_dataplane():
     created. The cluster module's call is not rendered by the role (it talks to Google directly), so its
     arguments are read from the task file."""
     import yaml
-    from conftest import REPO
 
     tasks = yaml.safe_load((REPO / "roles/gke_cluster/tasks/install.yml").read_text())
     args = next(t for t in tasks if "google.cloud.gcp_container_cluster" in t)["google.cloud.gcp_container_cluster"]

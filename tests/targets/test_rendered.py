@@ -1,7 +1,7 @@
 """What each target's roles would send, rendered from its inventory, checked against the inventory."""
 
 import yaml
-from conftest import TARGETS
+from conftest import TARGETS, ansible_playbook, clean_env
 
 
 def gpu_stack_configmaps(r):
@@ -127,8 +127,6 @@ def test_gke_kubeconfig_authenticates_with_application_default_credentials(rende
 
 def test_gke_kubeconfig_names_the_service_account_key_file(tmp_path):
     import json
-
-    from conftest import ansible_playbook, clean_env
 
     key = tmp_path / "sa.json"
     key.write_text("{}")

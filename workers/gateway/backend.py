@@ -72,10 +72,14 @@ class JobBackend:
         if service not in self.queues:
             return None
         queue = self.queues[service]
+        # State first, then the job hash: BullMQ writes the return value in the same script that moves the job to
+        # `completed`, so a job read after a "completed" state always carries its result. Read the other way
+        # round, a job finishing between the two reads looked completed with no result (a TTS job without its
+        # audio_url).
+        state = await queue.getJobState(job_id)
         job = await Job.fromId(queue, job_id)
         if job is None:
             return None
-        state = await queue.getJobState(job_id)
         return JobView(
             id=job_id,
             service=service,
