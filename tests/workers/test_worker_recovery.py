@@ -83,9 +83,19 @@ def test_sigkill_mid_run_every_job_completes_exactly_once(redis_url: str, prefix
                     return raw.decode()
             return None
 
+        # Freeze the victim first (SIGSTOP), then look: a frozen worker cannot finish the job it holds between
+        # the look and the kill (killing a running one raced with it finishing the job: the job then had no
+        # stall to recover from). A frozen worker between jobs is thawed and looked at again.
         held: list[str] = []
-        wait_for(lambda: bool(held.append(victim_holds_a_job() or "") or held[-1]), 30, "victim mid-job",
-                 interval=0.005)
+
+        def frozen_holding_a_job() -> bool:
+            victim.signal(signal.SIGSTOP)
+            held.append(victim_holds_a_job() or "")
+            if not held[-1]:
+                victim.signal(signal.SIGCONT)
+            return bool(held[-1])
+
+        wait_for(frozen_holding_a_job, 30, "victim frozen mid-job", interval=0.005)
         victim.signal(signal.SIGKILL)
         victim.wait(timeout=10)
         in_hand = held[-1]
@@ -98,7 +108,11 @@ def test_sigkill_mid_run_every_job_completes_exactly_once(redis_url: str, prefix
         events = completed_events(redis_client, prefix)
         assert set(events) == set(ids) and set(events.values()) == {1}
         runs = Counter(done_lines(victim.log()) + done_lines(survivor.log()))
-        assert set(runs) == set(ids) and set(runs.values()) == {1}
+        assert set(runs) <= set(ids) and set(runs.values()) == {1}
+        # A worker logs "job completed" after BullMQ recorded the completion. The victim may have been frozen with
+        # that reply in flight: that one job is completed (its event above) without a line in the victim's log.
+        unlogged = set(ids) - set(runs)
+        assert len(unlogged) <= 1 and in_hand not in unlogged, unlogged
         # The job the victim held was recovered by the stalled-job check and finished by the survivor.
         assert in_hand in done_lines(survivor.log()) and in_hand not in done_lines(victim.log())
         assert int(redis_client.hget(f"{prefix}:tts:{in_hand}", "stc") or 0) >= 1 or \
