@@ -35,7 +35,6 @@ READABLE_VERSIONS = (1, 2)  # version 1 had no rate history: it is read as an em
 FORECAST_BUCKETS = 96
 DEFAULT_FORECAST_WINDOW_SECONDS = 86400.0
 UTC = dt.UTC
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def month_key(when: dt.datetime) -> str:
@@ -74,10 +73,6 @@ class StateFileError(ValueError):
     pass
 
 
-def _seconds(when: dt.datetime) -> float:
-    return (when - _EPOCH).total_seconds()
-
-
 @dataclass
 class Ledger:
     month: str = ""
@@ -98,7 +93,7 @@ class Ledger:
                 entry.month_to_date += rate.cost_per_hour * hours
             for gpu_type, gpus in rate.gpus_by_type.items():
                 entry.gpu_hours[gpu_type] = entry.gpu_hours.get(gpu_type, 0.0) + gpus * hours
-            self._record(entry, _seconds(start), _seconds(end), rate.cost_per_hour)
+            self._record(entry, start.timestamp(), end.timestamp(), rate.cost_per_hour)
 
     def _record(self, entry: ServiceLedger, t0: float, t1: float, cost_per_hour: float) -> None:
         """Spread the interval [t0, t1) over the history buckets it touches."""
@@ -113,7 +108,7 @@ class Ledger:
             t = upto
 
     def _prune(self, now: dt.datetime) -> None:
-        oldest = _seconds(now) - self.forecast_window_seconds - self._bucket_seconds
+        oldest = now.timestamp() - self.forecast_window_seconds - self._bucket_seconds
         for entry in self.services.values():
             for bucket in [b for b in entry.history if b < oldest]:
                 del entry.history[bucket]
@@ -158,7 +153,8 @@ class Ledger:
     def average_rate(self, service: str, now: dt.datetime) -> float:
         """The service's cost per hour averaged over the forecast window ending at ``now``."""
         window = self.forecast_window_seconds
-        lo, hi = _seconds(now.astimezone(UTC)) - window, _seconds(now.astimezone(UTC))
+        hi = now.timestamp()
+        lo = hi - window
         size = self._bucket_seconds
         entry = self.services.get(service)
         watched = cost = 0.0
