@@ -51,7 +51,8 @@ API_UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)
 
 
 def http_get(url: str, timeout: float = 5.0) -> bytes:
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https") or not urllib.parse.urlsplit(url).netloc:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
         raise PeerError(f"{url!r} is not an http(s) URL (http://host:port/...)")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (scheme checked above)
