@@ -6,20 +6,13 @@ and the preflight molecule scenario through the role.
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-# Kubernetes resource.Quantity: a signed decimal number, then a binary-SI suffix, a decimal-SI suffix or a decimal
-# exponent (k8s.io/apimachinery/pkg/api/resource/quantity.go).
-_QUANTITY = re.compile(r"^(?P<num>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
-                       r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
-_SUFFIX = {
-    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
-    "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"), "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-}
+# The Kubernetes client's own parser of resource.Quantity (the kubernetes package is a requirement of
+# kubernetes.core, so it is there wherever these roles run).
+from kubernetes.utils.quantity import parse_quantity as _k8s_parse_quantity
+
+_BINARY = {"Gi": Decimal(2) ** 30, "Mi": Decimal(2) ** 20, "Ki": Decimal(2) ** 10}
 QUANTITY_HELP = "a Kubernetes quantity such as 500m, 1, 2.5 (CPU) or 512Mi, 2Gi, 1G (memory)"
 # Every service pod requests these when the service table names none (roles/model_services' Deployment template).
 DEFAULT_REQUESTS = {"cpu": "1", "memory": "2Gi"}
@@ -27,22 +20,14 @@ DEFAULT_REQUESTS = {"cpu": "1", "memory": "2Gi"}
 
 def parse_quantity(value) -> Decimal | None:
     """The quantity's value in base units (cores, bytes), or None when it is not a Kubernetes quantity."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
-    if isinstance(value, int | float):
-        value = str(value)
-    if not isinstance(value, str):
+    text = str(value)
+    if text != text.strip():  # the API server refuses surrounding blanks; the client's parser would strip them
         return None
-    m = _QUANTITY.match(value.strip())
-    if not m or value != value.strip():
-        return None
-    suffix = m.group("suffix") or ""
     try:
-        number = Decimal(m.group("num"))
-        if suffix[:1] in ("e", "E") and len(suffix) > 1:
-            return number * (Decimal(10) ** int(suffix[1:]))
-        return number * _SUFFIX[suffix]
-    except (InvalidOperation, ValueError, KeyError):
+        return _k8s_parse_quantity(text)
+    except ValueError:
         return None
 
 
@@ -53,8 +38,8 @@ def _fmt_cpu(cores: Decimal) -> str:
 
 def _fmt_mem(size: Decimal) -> str:
     for unit in ("Gi", "Mi", "Ki"):
-        if size >= _SUFFIX[unit]:
-            return f"{(size / _SUFFIX[unit]).quantize(Decimal('0.1')).normalize():f}{unit}"
+        if size >= _BINARY[unit]:
+            return f"{(size / _BINARY[unit]).quantize(Decimal('0.1')).normalize():f}{unit}"
     return f"{int(size)}"
 
 
