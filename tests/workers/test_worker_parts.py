@@ -120,9 +120,10 @@ def test_batched_whisper_matches_one_by_one(transcriber: WhisperTranscriber, spe
     assert [t.text for t in batched] == [t.text for t in one_by_one]
     assert "quick brown fox" in batched[0].text.lower()
     assert batched[1].text == "" and batched[1].segments == []
-    # Both copies are transcribed. The first word varies ("quick"/"quip") with CPU thread scheduling in
-    # CTranslate2's int8 kernels, so the count is over the words that are stable.
-    assert batched[2].text.lower().count("brown fox jumps over the lazy dog") == 2
+    # Both copies are transcribed. Some words vary with CPU thread scheduling in CTranslate2's int8 kernels
+    # ("quick"/"quip", and "jumps"/"jumped" on a loaded machine), so the count is over words that are stable.
+    text = batched[2].text.lower()
+    assert (text.count("brown fox"), text.count("lazy dog")) == (2, 2), text
     assert batched[2].segments[-1].start >= batched[0].segments[-1].end  # timestamps in the clip's own time
     assert [t.audio_seconds for t in batched] == [round(len(c) / 16000, 3) for c in clips]
 
