@@ -23,7 +23,12 @@ teardown:
 	$(IN_VENV) ansible-playbook -i $(INV) playbooks/teardown.yml
 
 # The whole suite: lint, the stack up (idempotent when it already runs), pytest against it, every molecule scenario.
-test: bootstrap lint provision pytest molecule
+test:
+	scripts/stage.sh bootstrap $(MAKE) --no-print-directory bootstrap
+	scripts/stage.sh lint $(MAKE) --no-print-directory lint
+	scripts/stage.sh provision $(MAKE) --no-print-directory provision
+	scripts/stage.sh pytest $(MAKE) --no-print-directory pytest
+	scripts/stage.sh molecule $(MAKE) --no-print-directory molecule
 
 lint:
 	$(IN_VENV) yamllint -s .
@@ -31,7 +36,7 @@ lint:
 	$(IN_VENV) ansible-lint
 
 pytest:
-	$(IN_VENV) pytest tests
+	$(IN_VENV) pytest tests --durations=15
 
 molecule:
 	$(IN_VENV) scripts/molecule-all.sh

@@ -11,7 +11,9 @@ for dir in molecule/*/; do
   # The unmanaged driver never resets a scenario's state, so a second run would skip `prepare`
   # (node_prep's root filesystem): start each scenario from a clean ephemeral directory.
   molecule reset -s "$s" >/dev/null 2>&1 || true
-  if molecule test -s "$s"; then passed+=("$s ($((SECONDS - t))s)"); else failed+=("$s ($((SECONDS - t))s)"); fi
+  if molecule test -s "$s"; then passed+=("$s ($((SECONDS - t))s)"); r=passed; else failed+=("$s ($((SECONDS - t))s)"); r=FAILED; fi
+  # .ci/run prints this log if CI stops the run, so a cut-short run still says which scenarios took how long.
+  [ -z "${TEST_STAGE_LOG:-}" ] || echo "  molecule $s: $r in $((SECONDS - t))s" >>"$TEST_STAGE_LOG"
 done
 echo "molecule: passed: ${passed[*]:-none}"
 echo "molecule: failed: ${failed[*]:-none}"
