@@ -111,3 +111,44 @@ def test_operator_driver_on_ubuntu_uses_the_charts_own_driver_install(modes):
     assert r["gpu_operator_gke_driver_installer"] == "", "one driver per node"
     # NVIDIA's GKE page, prerequisites (both setups): the toolkit on GKE 1.33+ needs RUNTIME_CONFIG_SOURCE=file.
     assert {"name": "RUNTIME_CONFIG_SOURCE", "value": "file"} in values["toolkit"]["env"]
+
+
+DIFF_PLAY = """
+- hosts: controller
+  gather_facts: false
+  tasks:
+    - name: The bodies of the setup the pools were made for
+      ansible.builtin.include_role: {name: gke_cluster, tasks_from: render.yml, public: true}
+      vars: {gke_cluster_device_plugin: gke}
+    - ansible.builtin.set_fact: {__made: "{{ __gke_cluster_node_pool_bodies }}"}
+    - name: The bodies of the setup the inventory now asks for
+      ansible.builtin.include_role: {name: gke_cluster, tasks_from: render.yml, public: true}
+      vars: {gke_cluster_device_plugin: operator}
+    - name: Compare each described (made) pool with the wanted body, as tasks/node_pool.yml does
+      ansible.builtin.copy:
+        dest: "{{ out }}"
+        mode: "0644"
+        content: "{{ _diffs | to_json }}"
+      vars:
+        _diffs: >-
+          {% set d = {} %}{% for made in __made %}{% set _ = d.update({made.name: lookup('ansible.builtin.template',
+          repo ~ '/roles/gke_cluster/templates/node_pool_diff.yml.j2', template_vars={'__gke_cluster_pool_now':
+          {'json': made}, '_gke_cluster_body': (__gke_cluster_node_pool_bodies | selectattr('name', 'eq', made.name)
+          | first)}) | from_yaml}) %}{% endfor %}{{ d }}
+"""
+
+
+def test_a_pool_made_for_another_setup_stops_the_run_naming_the_fields(tmp_path):
+    # Re-running with harness_gpu_device_plugin switched must not keep a pool with GKE's driver and no label (two
+    # device plugins, or Google's installer skipping the node): the describe-first reconciliation names the fields.
+    from conftest import REPO
+
+    play = tmp_path / "diff.yml"
+    play.write_text(DIFF_PLAY)
+    out = tmp_path / "diff.json"
+    r = ansible_playbook("-i", "inventories/gke", str(play), "-e", f"out={out}", "-e", f"repo={REPO}")
+    assert r.returncode == 0, r.stdout[-3000:]
+    diffs = json.loads(out.read_text())
+    assert set(diffs["gpu-l4"]["immutable"]) >= {"gpuDriverVersion", LABEL}, diffs["gpu-l4"]
+    assert diffs["gpu-l4"]["immutable"]["gpuDriverVersion"] == "DEFAULT -> INSTALLATION_DISABLED"
+    assert diffs["system"]["immutable"] == {}, "the CPU pool is the same in every setup"
