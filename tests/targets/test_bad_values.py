@@ -34,6 +34,20 @@ CASES = [
     ("gke", "gke_cluster", "main", {"gke_cluster_node_pools": [{**GKE_POOL, "min_nodes": 3, "max_nodes": 2}]}, "min_nodes"),
     ("gke", "gke_cluster", "main", {"gke_cluster_node_pools": [{k: v for k, v in GKE_POOL.items() if k != "accelerator_type"}
                                                                | {"gpu_product": "NVIDIA-B200"}]}, "accelerator_type"),
+    # Who installs the driver must fit the device plugin and the node image (NVIDIA's GKE page; NVIDIA AI Cluster
+    # Runtime's GKE GPU setup: the label that switches GKE's device plugin off also stops GKE's managed install).
+    ("gke", "gke_cluster", "main", {"gke_cluster_gpu_driver": "nvidia"}, "gke_cluster_gpu_driver"),
+    ("gke", "gke_cluster", "main", {"gke_cluster_device_plugin": "operator", "gke_cluster_gpu_driver_version": "DEFAULT"},
+     "allowed with it: INSTALLATION_DISABLED"),
+    ("gke", "gke_cluster", "main", {"gke_cluster_device_plugin": "operator", "gke_cluster_gpu_driver": "gke"},
+     "allowed with it: google_installer, operator"),
+    ("gke", "gke_cluster", "main", {"gke_cluster_device_plugin": "gke", "gke_cluster_gpu_driver": "google_installer"},
+     "gke_cluster_gpu_driver is \"google_installer\""),
+    ("gke", "gke_cluster", "main", {"gke_cluster_device_plugin": "operator", "gke_cluster_gpu_driver": "operator"},
+     "gke_cluster_image_type is \"COS_CONTAINERD\""),
+    ("gke", "gpu_operator", "main", {"gpu_operator_device_plugin": "operator", "gpu_operator_gke_driver": "operator"},
+     "gpu_operator_gke_image_type is \"COS_CONTAINERD\""),
+    ("gke", "gpu_operator", "main", {"gpu_operator_gke_driver": "google_installer"}, "gpu_operator_gke_driver is"),
     ("eks", "eks_cluster", "main", {"eks_cluster_state": "deleted"}, "eks_cluster_state"),
     ("eks", "eks_cluster", "main", {"eks_cluster_node_pools": [{**EKS_POOL, "ami_type": "AL2_x86_64"}]}, "ami_type"),
     ("eks", "eks_cluster", "main", {"eks_cluster_default_ami_type": "AL2023_x86_64_STANDARD"}, "eks_cluster_default_ami_type"),
