@@ -241,6 +241,9 @@ class Injector:
     mid_job_wait_s: float = 10.0
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    # Whether a running pod's worker takes jobs (its model loaded): the local target asks the worker's /readyz,
+    # clusters read the pod's Ready condition (the kubelet's probe of the same endpoint).
+    worker_ready: Callable[[dict[str, Any]], bool] | None = None
     lowered: dict[str, int] = field(default_factory=dict)  # service -> original maxReplicas, until restored
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -283,29 +286,37 @@ class Injector:
         return self.rng.choice(sorted(pods, key=_pod_name))
 
     def _kill_worker(self, fault: Fault, rec: FaultRecord) -> None:
-        """Wait (bounded) until the queue has at least as many active jobs as running workers, so the one
-        killed holds a job (every worker takes one job at a time), then kill a random one."""
+        """Wait (bounded) until the queue has at least as many active jobs as ready workers, so the one killed
+        holds a job (every worker takes one job at a time), then kill a random ready one."""
         if self.runtime is None:
             raise FaultError("no fault runtime configured (--fault-runtime)")
         assert fault.service is not None
         deadline = self.clock() + self.mid_job_wait_s
         while True:
-            pods = _running(self.cluster.pods(fault.service))
+            pods = [p for p in _running(self.cluster.pods(fault.service)) if self._ready(p)]
             active = None if self.queue_state is None else self.queue_state.active(self.queues[fault.service])
-            if pods and (active is None or active >= len(pods) or self.clock() >= deadline):
+            if (pods and (active is None or active >= len(pods))) or self.clock() >= deadline:
                 break
             self.sleep(0.25)
         if not pods:
-            raise FaultError(f"no running pod of {fault.service}")
+            raise FaultError(f"no running pod of {fault.service} with a ready worker")
         pod = self.rng.choice(sorted(pods, key=_pod_name))
         rec.t, rec.target = self.clock(), _pod_name(pod)
         busy = (
             "active jobs not read"
             if active is None
-            else f"{active} active job(s) for {len(pods)} running worker(s)"
+            else f"{active} active job(s) for {len(pods)} ready worker(s)"
             + ("" if active >= len(pods) else ": not every worker held a job")
         )
         rec.detail = f"{self.runtime.name}: {self.runtime.kill_worker(pod)}; {busy}"
+
+    def _ready(self, pod: dict[str, Any]) -> bool:
+        if self.worker_ready is None:
+            return True
+        try:
+            return bool(self.worker_ready(pod))
+        except Exception:  # an unanswered readiness check: not a worker to kill mid-job
+            return False
 
     def restore(self, fault: Fault, rec: FaultRecord) -> None:
         """Put a lowered HPA maximum back."""
@@ -350,10 +361,23 @@ def run_schedule(
     on_event: Callable[[str], None] = lambda _m: None,
     lock: threading.Lock | None = None,
 ) -> None:
-    """Inject and restore at their times from the load start (``load_start()`` is None until it began)."""
+    """Inject and restore at their times from the load start (``load_start()`` is None until it began).
+
+    Each injection runs on a thread of its own, so one that waits (a worker kill waiting for a job in hand, a
+    slow restart) does not delay the next; ``records`` is kept in the order of the injection times."""
     lock = lock or threading.Lock()
     pending = schedule(faults)
     by_name: dict[str, FaultRecord] = {}
+    threads: dict[str, threading.Thread] = {}
+
+    def inject(fault: Fault, start: float) -> None:
+        rec = injector.inject(fault)
+        with lock:
+            by_name[fault.name] = rec
+            records.append(rec)
+            records.sort(key=lambda r: r.t or 0)
+        on_event(f"fault {fault.name} ({fault.kind}) at +{(rec.t or 0) - start:.1f} s: {rec.error or rec.detail}")
+
     while pending and not stop.is_set():
         start = load_start()
         if start is None:
@@ -366,15 +390,18 @@ def run_schedule(
             continue
         pending.pop(0)
         if what == "inject":
-            rec = injector.inject(fault)
-            by_name[fault.name] = rec
-            with lock:
-                records.append(rec)
-            on_event(f"fault {fault.name} ({fault.kind}) at +{(rec.t or 0) - start:.1f} s: {rec.error or rec.detail}")
-        elif fault.name in by_name:
-            rec = by_name[fault.name]
+            threads[fault.name] = threading.Thread(
+                target=inject, args=(fault, start), name=f"fault-{fault.name}", daemon=True
+            )
+            threads[fault.name].start()
+            continue
+        threads[fault.name].join()
+        rec = by_name.get(fault.name)
+        if rec is not None:
             injector.restore(fault, rec)
             on_event(
                 f"fault {fault.name} restored at +{(rec.restored_t or injector.clock()) - start:.1f} s: "
                 f"{rec.restore_error or rec.restore_detail}"
             )
+    for thread in threads.values():
+        thread.join(timeout=120)

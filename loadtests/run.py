@@ -428,7 +428,9 @@ def execute(args: argparse.Namespace) -> int:
                 str(args.supervisor_conf or args.state_dir / "supervisor" / "supervisord.conf"),
                 {"redis": args.redis_selector, "gateway": args.gateway_selector},
             )
-            injector = Injector(kube, runtime, {s.name: s.queue for s in run.services}, queues)
+            injector = Injector(
+                kube, runtime, {s.name: s.queue for s in run.services}, queues, worker_ready=_worker_ready
+            )
         time_scale = {n: h.time_scale for n, h in hpas.items()}
         if scenario.budget_services():
             editor = BudgetEditor(store_from_spec(args.cost_config or str(args.state_dir / "cost-exporter.yml"), kube))
@@ -557,9 +559,8 @@ def execute(args: argparse.Namespace) -> int:
     if bullmq_finished is not None:
         run.note(f"BullMQ's finished sets rose by {bullmq_finished} (a lower bound: pruned by age)")
     gateway_resets: list[dict[str, Any]] = []
-    if prom is not None and isinstance(gateway_submitted, dict) and any(
-        f.kind == "restart_gateway" for f in scenario.faults
-    ):
+    if prom is not None and gw_before is not None and any(r.kind == "restart_gateway" for r in run.faults_done):
+        # The restart reset the counter: its rise comes from the raw samples, across the reset.
         gateway_submitted, gateway_resets = _gateway_across_restarts(prom, run, run_end, gateway_submitted)
     queue_audit: dict[str, Any] | str | None = None
     if accounting is not None and accounting.outcomes:
@@ -644,6 +645,25 @@ def execute(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else 1
 
 
+_READY_HTTP = httpx.Client(timeout=0.5)
+
+
+def _local_readyz(url: str) -> bool:
+    """A worker's /readyz, only on this machine (the pod runner's annotation): never another address."""
+    if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
+        return False
+    return _READY_HTTP.get(url).status_code == 200
+
+
+def _worker_ready(pod: dict[str, Any]) -> bool:
+    """Whether a pod's worker takes jobs: its own /readyz where the pod names it, else the Ready condition."""
+    url = (pod.get("metadata", {}).get("annotations") or {}).get("harness.local/metrics-url")
+    if url:
+        return _local_readyz(url.rsplit("/", 1)[0] + "/readyz")
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 def _probe(run: Run, kube: Kube, queues: RedisQueues | None, hpas: dict[str, Any]) -> ReactionProbe | None:
     """The reaction timeline's poller: Redis, the external metrics API, the pods and their workers' /readyz."""
     if queues is None:
@@ -652,20 +672,12 @@ def _probe(run: Run, kube: Kube, queues: RedisQueues | None, hpas: dict[str, Any
         svc.name: hpas[svc.name].external_metric or ("redis_queue_depth", {"queue_name": svc.queue})
         for svc in run.services
     }
-    http = httpx.Client(timeout=0.5)
-
-    def readyz(url: str) -> bool:
-        # Only the workers' own endpoints on this machine (the pod runner's annotation): never another address.
-        if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
-            return False
-        return http.get(url).status_code == 200
-
     return ReactionProbe(
         {s.name: s.queue for s in run.services},
         queues.depth,
         lambda svc: kube.external_metric(*metric[svc]),
         kube.pods,
-        readyz,
+        _local_readyz,
     )
 
 
@@ -728,7 +740,7 @@ def _reaction(
 
 
 def _gateway_across_restarts(
-    prom: Prometheus, run: Run, run_end: float, fallback: dict[str, float]
+    prom: Prometheus, run: Run, run_end: float, fallback: Any
 ) -> tuple[dict[str, float] | str, list[dict[str, Any]]]:
     """The gateway's count of accepted jobs from its raw samples, across the resets a restart causes."""
     since = run.anchors.get("run_start", run.started)

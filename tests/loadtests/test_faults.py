@@ -195,7 +195,7 @@ def test_faults_run_at_their_times_and_the_lowered_maximum_comes_back():
     assert 0.55 <= restored[3] - start <= 1.0
     assert records[2].detail == "maxReplicas 8 -> 3" and records[2].restore_detail == "maxReplicas -> 8"
     assert runtime.calls[1:] == [("restart", "redis"), ("restart", "gateway")]
-    assert "2 active job(s) for 2 running worker(s)" in records[0].detail
+    assert "2 active job(s) for 2 ready worker(s)" in records[0].detail
     assert any(n.startswith("fault squeeze restored at +0.6 s") or "restored at +0." in n for n in notes)
     assert inj.restore_all() == []
 
@@ -213,7 +213,7 @@ def test_a_worker_is_killed_only_once_every_worker_holds_a_job():
     )
     rec = inj.inject(Fault("kill", 0, "kill_worker", "stt"))
     assert rec.error is None and rec.t == pytest.approx(100.75)
-    assert "2 active job(s) for 2 running worker(s)" in rec.detail
+    assert "2 active job(s) for 2 ready worker(s)" in rec.detail
     # Without a backlog it gives up waiting after mid_job_wait_s and says so.
     inj = Injector(
         cluster,
@@ -497,3 +497,35 @@ def test_bullmq_record_of_real_jobs_counts_runs_and_completions(redis_url):
     ] == [dropped]
     assert queueaudit.RedisQueues(redis_url, prefix).persistence() is not None  # --save "" --appendonly no
     client.close()
+
+
+def test_a_waiting_worker_kill_does_not_delay_the_next_fault():
+    """chaos on the local target, 01:25 UTC: a kill waiting 10 s for a job in hand pushed the pod deletion
+    planned 7 s later 4 s past its time; each injection now runs on its own thread."""
+    cluster = FakeCluster({"stt": [pod("stt-a", 11), pod("stt-b", 12)], "tts": [pod("tts-a", 21)]})
+    inj = Injector(cluster, FakeRuntime(), {"stt": "stt", "tts": "tts"}, FakeQueues([0]), mid_job_wait_s=0.6)
+    fs = (Fault("kill", 0.0, "kill_worker", "stt"), Fault("delete", 0.1, "delete_pod", "tts"))
+    records: list[FaultRecord] = []
+    start = time.time()
+    run_schedule(fs, inj, lambda: start, threading.Event(), records)
+    by = {r.name: r for r in records}
+    assert by["delete"].t - start < 0.35
+    assert by["kill"].t - start >= 0.6 and "not every worker held a job" in by["kill"].detail
+    assert [r.name for r in records] == ["delete", "kill"]  # in the order they happened
+
+
+def test_only_ready_workers_are_killed_and_counted():
+    """A pod whose worker is still loading its model holds no job: it is neither a victim nor counted."""
+    cluster = FakeCluster({"stt": [pod("stt-a", 11), pod("stt-b", 12), pod("stt-new", 13)]})
+    runtime = FakeRuntime()
+    inj = Injector(
+        cluster,
+        runtime,
+        {"stt": "stt"},
+        FakeQueues([2]),
+        worker_ready=lambda p: p["metadata"]["name"] != "stt-new",
+    )
+    rec = inj.inject(Fault("kill", 0, "kill_worker", "stt"))
+    assert "2 active job(s) for 2 ready worker(s)" in rec.detail and rec.target in ("stt-a", "stt-b")
+    inj = Injector(cluster, runtime, {"stt": "stt"}, FakeQueues([2]), mid_job_wait_s=0.3, worker_ready=lambda p: False)
+    assert "with a ready worker" in inj.inject(Fault("kill", 0, "kill_worker", "stt")).error

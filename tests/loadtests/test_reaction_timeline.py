@@ -217,6 +217,8 @@ def test_report_summary_and_plot_show_the_reaction(tmp_path):
     assert "stt reaction (s from load start): queue_over_threshold 3.0 > prometheus_series 4.0 (+1.0)" in lines
     assert "first_job_finished 13.2 (+3.2); queue -> first job on the new pod 10.2 s" in lines
     assert "tts reaction: not extracted (ValueError: no policy)" in lines
+    idle = extract("tts", LIMIT, 2, T0, record, [], [], [], [])
+    assert timeline.summary_lines({"tts": idle}) == ["  tts reaction: no scale-up to time (depth never above 11)"]
     report = {
         "scenario": {"name": "unit"},
         "status": "passed",
