@@ -422,7 +422,7 @@ def summary_lines(timelines: dict[str, Any]) -> list[str]:
             if h["t"] is None:
                 parts.append(f"{h['hop']} -")
             else:
-                step = "" if h["since_previous_s"] is None else f" ({h['since_previous_s'] + 0.0:+.1f})"
+                step = "" if h["since_previous_s"] is None else f" ({round(h['since_previous_s'], 1) + 0.0:+.1f})"
                 parts.append(f"{h['hop']} {h['since_load_start_s']:.1f}{step}")
         total = "" if tl["total_s"] is None else f"; queue -> first job on the new pod {tl['total_s']:.1f} s"
         lines.append(f"  {svc} reaction (s from load start): " + " > ".join(parts) + total)
