@@ -47,6 +47,8 @@ class JobOutcome:
     processing_s: float | None = None
     attempts: int | None = None
     polls: int = 0
+    worker: str | None = None  # the pod (worker) whose run completed the job, from the result
+    finished_at: float | None = None  # BullMQ's finishedOn, epoch seconds
 
     @property
     def finished(self) -> bool:
@@ -163,6 +165,11 @@ class JobPoller:
         outcome.total_s = timings.get("total_s")
         outcome.queue_wait_s = timings.get("queue_wait_s")
         outcome.processing_s = timings.get("processing_s")
+        finished_ms = timings.get("finished_at_ms")
+        outcome.finished_at = None if not isinstance(finished_ms, int | float) else finished_ms / 1000
+        result = body.get("result")
+        run = result.get("timings") if isinstance(result, dict) else None
+        outcome.worker = run.get("worker") if isinstance(run, dict) else None
         if outcome.state == "failed":
             outcome.error = body.get("error")
         elif outcome.state == "completed":

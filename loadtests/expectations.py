@@ -3,6 +3,7 @@ observed (with the number) and pass or fail, so a failure names the expectation 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -53,6 +54,11 @@ class RunFacts:
     sample_interval_s: float = 2.0
     # Why the checker's webhook receiver could not listen (a busy port), if it could not.
     webhook_error: str | None = None
+    # The faults as injected (loadtests.faults.FaultRecord), BullMQ's own record of every job
+    # (loadtests.queueaudit.audit) or why it could not be read, and the gateway's restarts seen in its counter.
+    faults: list[Any] = field(default_factory=list)
+    queue_audit: dict[str, Any] | str | None = None
+    gateway_resets: list[dict[str, Any]] = field(default_factory=list)
 
     def factor(self, service: str) -> float:
         """Scenario bounds on HPA timing are written for one time scale; a target's HPAs may carry another."""
@@ -445,16 +451,95 @@ def _ledger(f: RunFacts) -> list[Result]:
         return out
     counted = sum(f.gateway_submitted.get(svc, 0.0) for svc in f.scenario.services)
     by = ", ".join(f"{svc} {f.gateway_submitted.get(svc, 0):g}" for svc in f.scenario.services)
+    # A gateway restart resets its counter; what it counted between its last scrape and the restart is gone, so
+    # the ledger's jobs accepted in that gap may be missing from the count (and no more than those).
+    unseen = sum(
+        1
+        for job in led.jobs
+        for gap in f.gateway_resets
+        if gap.get("service") == job.service and gap["after"] - 1 <= job.t <= gap["before"] + 1
+    )
+    observed = f"gateway_jobs_submitted_total rose by {counted:g} ({by}); ledger {accepted} accepted, {cut} cut off"
+    if f.gateway_resets:
+        expected += f", less at most the {unseen} accepted between a restart and its last scrape before"
+        observed += f"; counter reset {len(f.gateway_resets)} time(s) (gateway restart)"
     out.append(
         Result(
             "jobs.gateway_count",
             expected,
-            f"gateway_jobs_submitted_total rose by {counted:g} ({by}); ledger {accepted} accepted, {cut} cut off",
-            accepted <= counted <= accepted + cut,
+            observed,
+            accepted - unseen <= counted <= accepted + cut,
             counted,
         )
     )
     return out
+
+
+def counter_increase(points: list[tuple[float, float]]) -> tuple[float, list[dict[str, float]]]:
+    """A counter's rise over raw samples, across resets (a restarted process starts again from 0), and each
+    reset as the gap between the last sample before it and the first after it."""
+    total, gaps = 0.0, []
+    for (t0, v0), (t1, v1) in itertools.pairwise(points):
+        if v1 >= v0:
+            total += v1 - v0
+        else:
+            total += v1
+            gaps.append({"after": t0, "before": t1})
+    return total, gaps
+
+
+def _faults(f: RunFacts) -> list[Result]:
+    out = []
+    done = {r.name: r for r in f.faults}
+    start = f.anchors.get("load_start")
+    for fault in f.scenario.faults:
+        rec = done.get(fault.name)
+        # A worker kill may wait up to 10 s for every worker to hold a job.
+        slack = 12.0 if fault.kind == "kill_worker" else 3.0
+        expected = f"{fault.describe()} injected at +{fault.at_s:g} s (at most {slack:g} s late)"
+        if rec is None:
+            out.append(Result(f"fault.{fault.name}", expected, "never injected (the run ended first)", False))
+            continue
+        at = None if rec.t is None or start is None else rec.t - start
+        observed = f"at +{at:.1f} s: " if at is not None else ""
+        observed += rec.error or rec.detail or ""
+        ok = rec.error is None and at is not None and at - fault.at_s <= slack
+        if fault.restore_after_s is not None:
+            if rec.restore_error or rec.restored_t is None:
+                ok = False
+                observed += f"; NOT restored: {rec.restore_error or 'the run ended first'}"
+            else:
+                observed += f"; restored at +{rec.restored_t - (start or 0):.1f} s ({rec.restore_detail})"
+        out.append(Result(f"fault.{fault.name}", expected, observed, ok, None if at is None else round(at, 1)))
+    return out
+
+
+def _exactly_once(f: RunFacts) -> Result:
+    expected = "every accepted job completed exactly once in BullMQ's event stream (no job finished twice)"
+    a = f.queue_audit
+    if isinstance(a, str):
+        return Result("jobs.exactly_once", expected, f"not readable: {a}", False)
+    assert a is not None
+    problems = []
+    if a["events_trimmed"]:
+        problems.append(f"event stream of {a['events_trimmed']} trimmed past the run start: cannot judge")
+    if a["finished_more_than_once"]:
+        j = a["finished_more_than_once"][0]
+        problems.append(f"{len(a['finished_more_than_once'])} finished more than once (e.g. {j}: "
+                        f"{a['per_job'][j]['finishes']} finishes)")
+    if a["not_completed"]:
+        j = a["not_completed"][0]
+        problems.append(f"{len(a['not_completed'])} without exactly one completion (e.g. {j}: "
+                        f"{a['per_job'][j]})")
+    observed = (
+        f"{a['completed_once']} of {a['jobs']} completed once; runs per job {a['jobs_by_runs']} "
+        f"({a['retries']} retries, {a['stalls']} stalls)"
+    )
+    if a["unledgered_added"]:
+        observed += f"; {len(a['unledgered_added'])} job(s) added that the ledger never saw accepted"
+    if problems:
+        observed += "; " + "; ".join(problems)
+    return Result("jobs.exactly_once", expected, observed, not problems, a["completed_once"])
 
 
 def _latency(f: RunFacts) -> list[Result]:
@@ -521,5 +606,9 @@ def evaluate(f: RunFacts) -> list[Result]:
         results += _guarded(f"alert_not_fires.{m.key()}", _alert_not_fires, f, m)
     results += _guarded("jobs", _jobs, f)
     results += _guarded("jobs.ledger", _ledger, f)
+    if f.scenario.faults:
+        results += _guarded("faults", _faults, f)
+    if f.queue_audit is not None:
+        results += _guarded("jobs.exactly_once", _exactly_once, f)
     results += _guarded("latency_p95", _latency, f)
     return results

@@ -3,9 +3,10 @@
     scripts/in-venv python -m loadtests.plot <run dir>/report.json [-o timeline.png]
 
 Panels, on one time axis (seconds since the load started): queue depth per service with the Locust users;
-ready and HPA-desired replicas per service with the HPA bounds; GPU cost rate per service with budget
-use; alert firing spans, one row per alert and service. Load stages shade the background of every panel;
-the end of the load and each scenario action are vertical lines.
+ready and HPA-desired replicas per service with the HPA bounds; the reaction timeline of each service's first
+scale-up (one numbered marker per hop); GPU cost rate per service with budget use; alert firing spans, one row
+per alert and service. Load stages shade the background of every panel; the end of the load, each scenario
+action and each injected fault are vertical lines.
 """
 
 from __future__ import annotations
@@ -52,15 +53,16 @@ def draw(report: dict[str, Any], out: Path) -> Path:
     colors = {svc: SERVICE_COLORS[i % len(SERVICE_COLORS)] for i, svc in enumerate(services)}
     spans = report.get("alerts", {}).get("spans", {})
     alert_rows = sorted(spans)
-    fig_height = 11 + 0.25 * max(0, len(alert_rows) - 4)
+    fig_height = 13 + 0.25 * max(0, len(alert_rows) - 4)
     fig, axes = plt.subplots(
-        4,
+        5,
         1,
         figsize=(13, fig_height),
         sharex=True,
-        gridspec_kw={"height_ratios": [3, 3, 2.4, max(1.4, 0.4 * len(alert_rows) + 0.6)]},
+        gridspec_kw={"height_ratios": [3, 3, 1.8, 2.4, max(1.4, 0.4 * len(alert_rows) + 0.6)]},
     )
-    ax_q, ax_r, ax_c, ax_a = axes
+    ax_q, ax_r, ax_t, ax_c, ax_a = axes
+    faults = [f for f in report.get("faults") or [] if f.get("t") is not None]
     stage_spans = _stage_spans(report, t0)
     load_end = (report["load"].get("end") or t0) - t0
     for ax in axes:
@@ -70,7 +72,19 @@ def draw(report: dict[str, Any], out: Path) -> Path:
         for action in report.get("actions", []):
             if action.get("t") is not None:
                 ax.axvline(action["t"] - t0, color="tab:red", ls=":", lw=1.2, zorder=1)
+        for fault in faults:
+            ax.axvline(fault["t"] - t0, color="black", ls="-.", lw=1.0, alpha=0.7, zorder=1)
         ax.grid(True, alpha=0.3)
+    for fault in faults:
+        ax_r.text(
+            fault["t"] - t0,
+            0.97,
+            f" {fault['name']}" + (" (FAILED)" if fault.get("error") else ""),
+            transform=ax_r.get_xaxis_transform(),
+            fontsize=8,
+            va="top",
+            rotation=90,
+        )
     for label, a, b in stage_spans:
         ax_q.text(
             (a + b) / 2,
@@ -135,6 +149,49 @@ def draw(report: dict[str, Any], out: Path) -> Path:
     ax_r.set_ylabel("replicas")
     ax_r.legend(loc="upper right", fontsize=8, ncol=2, title="dotted: HPA min / max", title_fontsize=8)
 
+    # Reaction timeline: one row per service, one marker per hop (numbered as in the legend).
+    reaction = (report.get("reaction") or {}).get("services") or {}
+    hop_names = [
+        "queue > threshold (Redis)",
+        "Prometheus series",
+        "external metric API",
+        "HPA desired",
+        "pod scheduled",
+        "container started",
+        "worker ready",
+        "first job on new pod",
+    ]
+    rows = [svc for svc in services if svc in reaction and not reaction[svc].get("error")]
+    for row, svc in enumerate(rows):
+        hops = [(i, h) for i, h in enumerate(reaction[svc]["hops"]) if h.get("t") is not None]
+        xs = [h["t"] - t0 for _, h in hops]
+        ax_t.plot(xs, [row] * len(xs), color=colors[svc], lw=1, marker="o", ms=5)
+        for k, (i, h) in enumerate(hops):
+            ax_t.annotate(
+                str(i + 1),
+                (h["t"] - t0, row),
+                textcoords="offset points",
+                xytext=(0, 6 if k % 2 == 0 else -12),
+                ha="center",
+                fontsize=7,
+                color=colors[svc],
+            )
+    ax_t.set_yticks(range(len(rows)))
+    ax_t.set_yticklabels([f"{svc} reaction" for svc in rows], fontsize=8)
+    ax_t.set_ylim(-0.7, max(len(rows), 1) - 0.3)
+    ax_t.invert_yaxis()
+    ax_t.text(
+        1.005,
+        0.5,
+        "\n".join(f"{i + 1} {n}" for i, n in enumerate(hop_names)),
+        transform=ax_t.transAxes,
+        fontsize=6.5,
+        va="center",
+        ha="left",
+    )
+    if not rows:
+        ax_t.text(0.5, 0.5, "no reaction timeline", transform=ax_t.transAxes, ha="center", va="center", color="gray")
+
     # Cost.
     for svc in services:
         ax_c.plot(*_series(samples, t0, svc, "cost_per_hour"), color=colors[svc], lw=2, label=f"{svc} GPU $/h")
@@ -181,7 +238,9 @@ def draw(report: dict[str, Any], out: Path) -> Path:
     )
     if not alert_rows:
         ax_a.text(0.5, 0.5, "no alert fired", transform=ax_a.transAxes, ha="center", va="center", color="gray")
-    ax_a.set_xlabel("seconds since the load started (dashed line: load end, red dotted: scenario actions)")
+    ax_a.set_xlabel(
+        "seconds since the load started (dashed line: load end, red dotted: scenario actions, dash-dot: faults)"
+    )
     if samples:
         ax_a.set_xlim(min(0.0, samples[0]["t"] - t0), samples[-1]["t"] - t0)
 

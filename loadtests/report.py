@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loadtests import queueaudit, timeline
 from loadtests.expectations import Result, RunFacts, back_to_min_time, latency_summary, policy_verdict
 
 REPORT_VERSION = 1
@@ -216,6 +217,18 @@ def summary(report: dict[str, Any]) -> str:
         lines.append(
             f"  {svc}: submitted {c['submitted']}, completed {c['completed']}, failed {c['failed']}, lost {c['lost']}"
         )
+    bull = j.get("bullmq")
+    if isinstance(bull, dict):
+        lines.append(queueaudit.summary_line(bull))
+    elif bull:
+        lines.append(f"BullMQ's record not read: {bull}")
+    for fault in report.get("faults") or []:
+        when = "?" if fault.get("at") is None else f"+{fault['at']:.1f} s"
+        line = f"fault {fault['name']} ({fault['kind']}) at {when}: {fault.get('error') or fault.get('detail')}"
+        if fault.get("restored_at") is not None or fault.get("restore_error"):
+            line += f"; restored at +{fault['restored_at']} s" if fault.get("restored_at") is not None else ""
+            line += f"; RESTORE FAILED: {fault['restore_error']}" if fault.get("restore_error") else ""
+        lines.append(line)
     lat = report["latency"]
     g, jc = lat["gateway_submit_ms"]["all"], lat["job_completion_s"]["all"]
     lines.append(
@@ -243,4 +256,10 @@ def summary(report: dict[str, Any]) -> str:
                     f"  {svc} policy: BROKEN {', '.join(pol['rules_broken'])}; first {first['rule']} at "
                     f"+{first['t']:g} s: expected {first['expected']}, observed {first['observed']}"
                 )
+    reaction = report.get("reaction") or {}
+    if reaction.get("error"):
+        lines.append(f"reaction timeline: not recorded ({reaction['error']})")
+    elif reaction.get("services"):
+        lines.append("reaction timeline (first scale-up; each hop from its own source, see report.json):")
+        lines += timeline.summary_lines(reaction["services"])
     return "\n".join(lines)

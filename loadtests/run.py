@@ -31,13 +31,19 @@ from loadtests.alerts import AlertBook, WebhookReceiver
 from loadtests.audio import ensure_clips
 from loadtests.budgets import BudgetEditor, store_from_spec
 from loadtests.envelope import DEFAULT_INVENTORY, other_targets, policy_from_inventory
-from loadtests.expectations import RunFacts, back_to_min_time, evaluate
+from loadtests.expectations import RunFacts, back_to_min_time, counter_increase, evaluate
+from loadtests.faults import FaultRecord, Injector, run_schedule, runtime_from_args
 from loadtests.ledger import LedgerTail
 from loadtests.plot import draw
+from loadtests.queueaudit import RedisQueues
+from loadtests.queueaudit import audit as audit_queue
+from loadtests.queueaudit import read as read_queue
 from loadtests.report import build_report, summary, write_report
 from loadtests.sampler import Sampler, ServiceTarget
 from loadtests.scenario import Scenario, ScenarioError
 from loadtests.sources import Alertmanager, Kube, Prometheus, SourceError
+from loadtests.timeline import ReactionProbe, prometheus_points, threshold
+from loadtests.timeline import extract as extract_timeline
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
@@ -101,6 +107,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="what proves an alert fired and resolved: a notification at the checker's webhook (default), or "
         "Alertmanager's API, for clusters whose Alertmanager cannot reach the machine running the checker",
     )
+    p.add_argument(
+        "--redis-url",
+        help="Redis holding the queues (the reaction timeline, BullMQ's job record, worker-kill faults); "
+        "default: the url in the namespace's Secret redis-auth",
+    )
+    p.add_argument("--queue-prefix", default="bull", help="BullMQ key prefix (default: %(default)s)")
+    p.add_argument(
+        "--fault-runtime",
+        choices=["host", "kubernetes"],
+        default="kubernetes",
+        help="how worker kills and Redis/gateway restarts are done (the inventory's loadtest_fault_runtime): "
+        "kubernetes (exec, pod deletion) or host (the local target's pod-runner processes and supervisord)",
+    )
+    p.add_argument(
+        "--supervisorctl",
+        default=str(Path(sys.executable).with_name("supervisorctl")),
+        help="host runtime: supervisorctl (default: next to this Python)",
+    )
+    p.add_argument("--supervisor-conf", type=Path, help="host runtime; default <state-dir>/supervisor/supervisord.conf")
+    p.add_argument("--redis-selector", default="app.kubernetes.io/name=redis", help="kubernetes runtime")
+    p.add_argument("--gateway-selector", default="app.kubernetes.io/name=gateway", help="kubernetes runtime")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     return p.parse_args(argv)
 
@@ -116,6 +143,7 @@ class Run:
     started: float = field(default_factory=time.time)
     anchors: dict[str, float] = field(default_factory=dict)
     actions_done: list[dict[str, Any]] = field(default_factory=list)
+    faults_done: list[FaultRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -260,8 +288,12 @@ def run_actions(run: Run, tail: LedgerTail, editor: BudgetEditor | None, stop: t
 def settled(run: Run, sampler: Sampler, book: AlertBook, hpa_min: dict[str, int]) -> bool:
     """True once every after-load expectation has something to judge: services back at their minimum (for
     three samples), expected alerts resolved, every action done."""
-    if len(run.actions_done) < len(run.scenario.actions):
+    if len(run.actions_done) < len(run.scenario.actions) or len(run.faults_done) < len(run.scenario.faults):
         return False
+    for rec in run.faults_done:
+        fault = next(f for f in run.scenario.faults if f.name == rec.name)
+        if fault.restore_after_s is not None and rec.restored_t is None and rec.restore_error is None:
+            return False
     samples = sampler.snapshot()
     end = run.anchors.get("load_end")
     if end is None or not samples:
@@ -355,6 +387,13 @@ def execute(args: argparse.Namespace) -> int:
     webhook_error: str | None = None
     bull_before: dict[str, float] | str | None = None
     prom: Prometheus | None = None
+    kube: Kube | None = None
+    queues: RedisQueues | None = None
+    queues_error: str | None = None
+    probe: ReactionProbe | None = None
+    injector: Injector | None = None
+    faults_thread: threading.Thread | None = None
+    hpas: dict[str, Any] = {}
     try:
         try:
             api_key = args.api_key_file.read_text().strip()
@@ -364,6 +403,34 @@ def execute(args: argparse.Namespace) -> int:
         prom, am = Prometheus(args.prometheus_url), Alertmanager(args.alertmanager_url)
         hpas = preflight(run, kube, prom, am, api_key)
         hpa_bounds = {n: (h.min_replicas, h.max_replicas) for n, h in hpas.items()}
+        try:
+            queues = RedisQueues(args.redis_url or kube.secret_value("redis-auth", "url"), args.queue_prefix)
+            queues.depth([svc.queue for svc in run.services])
+        except Exception as exc:  # the timeline's first hop and BullMQ's record are then reported as unreadable
+            queues, queues_error = None, f"Redis not readable: {type(exc).__name__}: {exc}"
+            run.note(queues_error)
+        if scenario.faults:
+            if queues is None:
+                raise Aborted(f"faults need Redis (active jobs, persistence): {queues_error}")
+            if any(f.kind == "restart_redis" for f in scenario.faults):
+                try:
+                    why = queues.persistence()
+                except Exception as exc:
+                    why = None
+                    run.note(f"could not read Redis' persistence settings ({exc}); restarting it anyway")
+                if why:
+                    raise Aborted(f"restart_redis needs persistence on: {why}")
+            runtime = runtime_from_args(
+                args.fault_runtime,
+                kube.core,
+                args.namespace,
+                args.supervisorctl,
+                str(args.supervisor_conf or args.state_dir / "supervisor" / "supervisord.conf"),
+                {"redis": args.redis_selector, "gateway": args.gateway_selector},
+            )
+            injector = Injector(
+                kube, runtime, {s.name: s.queue for s in run.services}, queues, worker_ready=_worker_ready
+            )
         time_scale = {n: h.time_scale for n, h in hpas.items()}
         if scenario.budget_services():
             editor = BudgetEditor(store_from_spec(args.cost_config or str(args.state_dir / "cost-exporter.yml"), kube))
@@ -398,7 +465,19 @@ def execute(args: argparse.Namespace) -> int:
             f"starting {scenario.load.duration_s:g} s of load "
             f"({', '.join(f'{s.name}: {s.users} users' for s in scenario.load.stages)})"
         )
+        probe = _probe(run, kube, queues, hpas)
+        if probe is not None:
+            probe.start()
         locust = _locust(run, ledger_path, args.api_key_file)
+        if injector is not None:
+            faults_thread = threading.Thread(
+                target=run_schedule,
+                args=(scenario.faults, injector, lambda: tail.poll().load_start, stop_actions, run.faults_done),
+                kwargs={"on_event": run.note, "lock": run.lock},
+                name="faults",
+                daemon=True,
+            )
+            faults_thread.start()
         actions_thread = threading.Thread(
             target=run_actions, args=(run, tail, editor, stop_actions), name="actions", daemon=True
         )
@@ -454,6 +533,13 @@ def execute(args: argparse.Namespace) -> int:
                 locust.kill()
         if actions_thread is not None:
             actions_thread.join(timeout=10)
+        if faults_thread is not None:
+            faults_thread.join(timeout=30)
+        if injector is not None:
+            for line in injector.restore_all():
+                run.note(line)
+        if probe is not None:
+            probe.stop()
         if sampler is not None:
             sampler.stop()
         if receiver is not None:
@@ -472,6 +558,33 @@ def execute(args: argparse.Namespace) -> int:
     )
     if bullmq_finished is not None:
         run.note(f"BullMQ's finished sets rose by {bullmq_finished} (a lower bound: pruned by age)")
+    gateway_resets: list[dict[str, Any]] = []
+    if prom is not None and gw_before is not None and any(r.kind == "restart_gateway" for r in run.faults_done):
+        # The restart reset the counter: its rise comes from the raw samples, across the reset.
+        gateway_submitted, gateway_resets = _gateway_across_restarts(prom, run, run_end, gateway_submitted)
+    queue_audit: dict[str, Any] | str | None = None
+    if accounting is not None and accounting.outcomes:
+        if queues is None:
+            queue_audit = queues_error
+        else:
+            try:
+                ids = {o.job_id: o.service for o in accounting.outcomes.values()}
+                raw = read_queue(
+                    queues.redis,
+                    args.queue_prefix,
+                    {s.name: s.queue for s in run.services},
+                    ids,
+                    int(run.anchors.get("run_start", run.started) * 1000),
+                )
+                queue_audit = audit_queue(raw, ids)
+            except Exception as exc:
+                queue_audit = f"{type(exc).__name__}: {exc}"
+        run.note(
+            f"BullMQ's record: {queue_audit}"
+            if isinstance(queue_audit, str)
+            else f"BullMQ's record: {queue_audit['completed_once']} of {queue_audit['jobs']} completed exactly "
+            f"once, runs per job {queue_audit['jobs_by_runs']}"
+        )
     policies, targets = {}, {}
     for svc in scenario.services:
         try:
@@ -498,11 +611,17 @@ def execute(args: argparse.Namespace) -> int:
         gateway_submitted=gateway_submitted,
         sample_interval_s=args.sample_interval,
         webhook_error=webhook_error,
+        faults=list(run.faults_done),
+        queue_audit=queue_audit,
+        gateway_resets=gateway_resets,
     )
     results = evaluate(facts)
     png = None if args.no_plot else out / "timeline.png"
     report = build_report(facts, results, target, run.started, run.actions_done, str(png) if png else None, run.notes)
     report["jobs"]["bullmq_finished"] = bullmq_finished
+    report["jobs"]["bullmq"] = queue_audit
+    report["faults"] = [r.to_json(run.anchors.get("load_start")) for r in run.faults_done]
+    report["reaction"] = _reaction(run, probe, sampler, prom, kube, policies, accounting, run_end, queues_error)
     if aborted:
         report["status"], report["passed"], report["aborted"] = "aborted", False, aborted
     write_report(report, out / "report.json")
@@ -524,6 +643,125 @@ def execute(args: argparse.Namespace) -> int:
     if aborted:
         return 2
     return 0 if report["passed"] else 1
+
+
+_READY_HTTP = httpx.Client(timeout=0.5)
+
+
+def _local_readyz(url: str) -> bool:
+    """A worker's /readyz, only on this machine (the pod runner's annotation): never another address."""
+    if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
+        return False
+    return _READY_HTTP.get(url).status_code == 200
+
+
+def _worker_ready(pod: dict[str, Any]) -> bool:
+    """Whether a pod's worker takes jobs: its own /readyz where the pod names it, else the Ready condition."""
+    url = (pod.get("metadata", {}).get("annotations") or {}).get("harness.local/metrics-url")
+    if url:
+        return _local_readyz(url.rsplit("/", 1)[0] + "/readyz")
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _probe(run: Run, kube: Kube, queues: RedisQueues | None, hpas: dict[str, Any]) -> ReactionProbe | None:
+    """The reaction timeline's poller: Redis, the external metrics API, the pods and their workers' /readyz."""
+    if queues is None:
+        return None
+    metric = {
+        svc.name: hpas[svc.name].external_metric or ("redis_queue_depth", {"queue_name": svc.queue})
+        for svc in run.services
+    }
+    return ReactionProbe(
+        {s.name: s.queue for s in run.services},
+        queues.depth,
+        lambda svc: kube.external_metric(*metric[svc]),
+        kube.pods,
+        _local_readyz,
+    )
+
+
+def _reaction(
+    run: Run,
+    probe: ReactionProbe | None,
+    sampler: Sampler | None,
+    prom: Prometheus | None,
+    kube: Kube | None,
+    policies: dict[str, Any],
+    accounting: Accounting | None,
+    run_end: float,
+    queues_error: str | None,
+) -> dict[str, Any]:
+    """report.json's ``reaction``: per service the timeline of its first scale-up, and the probe's raw reads."""
+    start = run.anchors.get("load_start")
+    if probe is None or start is None:
+        return {"error": queues_error or "the load never started", "services": {}}
+    record = probe.record()
+    samples = sampler.snapshot() if sampler else []
+    jobs = [
+        {"worker": o.worker, "finished_at": o.finished_at, "state": o.state}
+        for o in (accounting.outcomes.values() if accounting else [])
+    ]
+    out: dict[str, Any] = {}
+    for svc in run.services:
+        try:
+            if svc.name not in policies:
+                raise ValueError("no inventory policy for the threshold")
+            policy, timing = policies[svc.name]
+            limit = threshold(policy.min_replicas, policy.target_per_pod, policy.tolerance)
+            window = max(1, int(run_end - start + 30))
+            try:
+                assert prom is not None
+                points: Any = prometheus_points(
+                    prom.matrix(f'redis_queue_depth{{queue_name="{svc.queue}"}}[{window}s]', run_end)
+                )
+            except (SourceError, AssertionError) as exc:
+                points = f"{exc}"
+            try:
+                events = kube.hpa_events(svc.name) if kube is not None else []
+            except SourceError as exc:
+                events = []
+                run.note(f"no HPA events for the timeline: {exc}")
+            out[svc.name] = extract_timeline(
+                svc.name,
+                limit,
+                policy.min_replicas,
+                start,
+                record,
+                samples,
+                points,
+                [j for j in jobs if j["state"] == "completed"],
+                events,
+                scrape_interval_s=timing.lag_s[1] - 0.5,
+            )
+        except Exception as exc:  # the report is written whatever the extraction meets
+            out[svc.name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return {"services": out, "probe": record}
+
+
+def _gateway_across_restarts(
+    prom: Prometheus, run: Run, run_end: float, fallback: Any
+) -> tuple[dict[str, float] | str, list[dict[str, Any]]]:
+    """The gateway's count of accepted jobs from its raw samples, across the resets a restart causes."""
+    since = run.anchors.get("run_start", run.started)
+    window = max(1, int(run_end - since + 5))
+    try:
+        series = prom.matrix(f"gateway_jobs_submitted_total[{window}s]", run_end)
+    except SourceError as exc:
+        return f"{exc}", []
+    by: dict[str, dict[float, float]] = {}
+    for item in series:
+        svc = item["metric"].get("service", "")
+        for ts, value in item.get("values") or []:
+            if float(ts) >= since - 3:
+                by.setdefault(svc, {})[float(ts)] = by.get(svc, {}).get(float(ts), 0.0) + float(value)
+    counts: dict[str, float] = {}
+    resets: list[dict[str, Any]] = []
+    for svc, points in by.items():
+        total, gaps = counter_increase(sorted(points.items()))
+        counts[svc] = total
+        resets += [{"service": svc, **g} for g in gaps]
+    return (counts or fallback), resets
 
 
 def _interrupt(signum: int, _frame: Any) -> None:

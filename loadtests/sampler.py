@@ -58,6 +58,7 @@ class Sampler:
                     hpa_max=hpa.max_replicas,
                     hpa_metrics=hpa.metrics,
                     hpa_time_scale=hpa.time_scale,
+                    hpa_last_scale_time=hpa.last_scale_time,
                 )
             except SourceError as exc:
                 errors.append(str(exc))

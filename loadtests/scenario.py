@@ -16,6 +16,10 @@ from typing import Any
 
 import yaml
 
+from loadtests.faults import KINDS as FAULT_KINDS
+from loadtests.faults import SERVICE_KINDS as FAULT_SERVICE_KINDS
+from loadtests.faults import Fault
+
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 DEFAULT_SCENARIO = "surge"
 # The users this package has; a mix entry names one of them.
@@ -159,6 +163,7 @@ class Scenario:
     timeouts: Timeouts
     expect: Expectations
     written_for_time_scale: int = DEFAULT_TIME_SCALE
+    faults: tuple[Fault, ...] = ()
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -310,6 +315,48 @@ def _actions(c: _Checker, raw: Any) -> tuple[Action, ...]:
     return tuple(actions)
 
 
+def _faults(c: _Checker, raw: Any, actions: tuple[Action, ...], mix_services: set[str]) -> tuple[Fault, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise c.fail("faults", f"must be a list of faults; got {_short(raw)}")
+    faults: list[Fault] = []
+    taken = {*ANCHORS, *(a.name for a in actions)}
+    for i, item in enumerate(raw):
+        where = f"faults[{i}]"
+        m = c.mapping(item, where, {"name", "at_s", "kind"}, {"service", "max_replicas", "restore_after_s"})
+        name = c.string(m["name"], f"{where}.name", _NAME)
+        if name in taken:
+            raise c.fail(f"{where}.name", f"{name!r} is already used (fault and action names are unique and not "
+                                          f"{list(ANCHORS)})")
+        taken.add(name)
+        kind = m["kind"]
+        if kind not in FAULT_KINDS:
+            raise c.fail(f"{where}.kind", f"unknown fault kind {_short(kind)}; allowed: {list(FAULT_KINDS)}")
+        service = None
+        if kind in FAULT_SERVICE_KINDS:
+            if "service" not in m:
+                raise c.fail(where, f"kind {kind} needs a service (one of {sorted(mix_services)})")
+            service = c.service(m["service"], f"{where}.service")
+            if service not in mix_services:
+                raise c.fail(f"{where}.service", f"service {service!r} gets no load (load.mix gives it no weight)")
+        elif "service" in m:
+            raise c.fail(f"{where}.service", f"kind {kind} takes no service")
+        max_replicas = restore = None
+        if kind == "lower_hpa_max":
+            if "max_replicas" not in m:
+                raise c.fail(where, "kind lower_hpa_max needs max_replicas (the lowered HPA maximum)")
+            max_replicas = c.integer(m["max_replicas"], f"{where}.max_replicas", 1)
+            if "restore_after_s" in m:
+                restore = c.number(m["restore_after_s"], f"{where}.restore_after_s", 0, strict=True)
+        else:
+            for key in ("max_replicas", "restore_after_s"):
+                if key in m:
+                    raise c.fail(f"{where}.{key}", f"only kind lower_hpa_max takes {key}")
+        faults.append(Fault(name, c.number(m["at_s"], f"{where}.at_s"), kind, service, max_replicas, restore))
+    return tuple(faults)
+
+
 def _alert_match(c: _Checker, raw: Any, where: str) -> AlertMatch:
     if isinstance(raw, str):
         return AlertMatch(c.string(raw, where))
@@ -323,14 +370,16 @@ def _alert_match(c: _Checker, raw: Any, where: str) -> AlertMatch:
     )
 
 
-def _anchor(c: _Checker, raw: Any, where: str, actions: tuple[Action, ...]) -> str:
-    allowed = [*ANCHORS, *(a.name for a in actions)]
+def _anchor(c: _Checker, raw: Any, where: str, actions: tuple[Action, ...], faults: tuple[Fault, ...] = ()) -> str:
+    allowed = [*ANCHORS, *(a.name for a in actions), *(f.name for f in faults)]
     if raw not in allowed:
         raise c.fail(where, f"{_short(raw)} is not a reference point; allowed: {allowed}")
     return raw
 
 
-def _alerts_fire(c: _Checker, raw: Any, actions: tuple[Action, ...]) -> tuple[AlertFires, ...]:
+def _alerts_fire(
+    c: _Checker, raw: Any, actions: tuple[Action, ...], faults: tuple[Fault, ...] = ()
+) -> tuple[AlertFires, ...]:
     if not isinstance(raw, list):
         raise c.fail("expect.alerts_fire", f"must be a list; got {_short(raw)}")
     out = []
@@ -338,11 +387,11 @@ def _alerts_fire(c: _Checker, raw: Any, actions: tuple[Action, ...]) -> tuple[Al
         where = f"expect.alerts_fire[{i}]"
         m = c.mapping(item, where, {"alertname", "within_s"}, {"labels", "after", "resolve"})
         match = _alert_match(c, {k: m[k] for k in ("alertname", "labels") if k in m}, where)
-        after = _anchor(c, m.get("after", "load_start"), f"{where}.after", actions)
+        after = _anchor(c, m.get("after", "load_start"), f"{where}.after", actions, faults)
         resolve_after = resolve_within = None
         if "resolve" in m:
             r = c.mapping(m["resolve"], f"{where}.resolve", {"within_s"}, {"after"})
-            resolve_after = _anchor(c, r.get("after", "load_end"), f"{where}.resolve.after", actions)
+            resolve_after = _anchor(c, r.get("after", "load_end"), f"{where}.resolve.after", actions, faults)
             resolve_within = c.number(r["within_s"], f"{where}.resolve.within_s", 0, strict=True)
         out.append(
             AlertFires(
@@ -356,7 +405,9 @@ def _alerts_fire(c: _Checker, raw: Any, actions: tuple[Action, ...]) -> tuple[Al
     return tuple(out)
 
 
-def _expect(c: _Checker, raw: Any, mix_services: set[str], actions: tuple[Action, ...]) -> Expectations:
+def _expect(
+    c: _Checker, raw: Any, mix_services: set[str], actions: tuple[Action, ...], faults: tuple[Fault, ...] = ()
+) -> Expectations:
     keys = {
         "scale_up",
         "back_to_min",
@@ -395,7 +446,7 @@ def _expect(c: _Checker, raw: Any, mix_services: set[str], actions: tuple[Action
     bounds = m.get("replica_bounds", False)
     if not isinstance(bounds, bool):
         raise c.fail("expect.replica_bounds", f"must be true or false; got {_short(bounds)}")
-    fire = _alerts_fire(c, m.get("alerts_fire", []), actions)
+    fire = _alerts_fire(c, m.get("alerts_fire", []), actions, faults)
     not_fire_raw = m.get("alerts_not_fire", [])
     if not isinstance(not_fire_raw, list):
         raise c.fail(
@@ -457,7 +508,7 @@ def parse_scenario(raw: Any, source: str = "<scenario>", path: Path | None = Non
         raw,
         "(top level)",
         {"name", "load", "expect"},
-        {"description", "actions", "timeouts", "written_for_time_scale"},
+        {"description", "actions", "faults", "timeouts", "written_for_time_scale"},
     )
     name = c.string(m["name"], "name", _NAME)
     description = m.get("description", "")
@@ -474,8 +525,10 @@ def parse_scenario(raw: Any, source: str = "<scenario>", path: Path | None = Non
         )
     )
     scale = c.integer(m.get("written_for_time_scale", DEFAULT_TIME_SCALE), "written_for_time_scale", 1)
-    expect = _expect(c, m["expect"], {s for s, w in load.mix.items() if w > 0}, actions)
-    return Scenario(name, description.strip(), path or Path(source), load, actions, timeouts, expect, scale)
+    mix_services = {s for s, w in load.mix.items() if w > 0}
+    faults = _faults(c, m.get("faults"), actions, mix_services)
+    expect = _expect(c, m["expect"], mix_services, actions, faults)
+    return Scenario(name, description.strip(), path or Path(source), load, actions, timeouts, expect, scale, faults)
 
 
 def resolve_path(name_or_path: str) -> Path:

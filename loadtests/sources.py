@@ -26,6 +26,9 @@ class HpaState:
     time_scale: int
     metrics: dict[str, float]
     conditions: dict[str, str]
+    last_scale_time: str | None = None
+    # The External metric the HPA scales on: (name, matchLabels), when it has one.
+    external_metric: tuple[str, dict[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,12 @@ class Kube:
             scale = int(annotations.get(TIME_SCALE_ANNOTATION, "1"))
         except ValueError:
             scale = 1
+        external = None
+        for m in spec.get("metrics") or []:
+            if m.get("type") == "External":
+                metric = (m.get("external") or {}).get("metric") or {}
+                external = (metric.get("name", ""), dict((metric.get("selector") or {}).get("matchLabels") or {}))
+                break
         return HpaState(
             service,
             int(spec.get("minReplicas", 1)),
@@ -100,7 +109,87 @@ class Kube:
             max(1, scale),
             _metric_values(status.get("currentMetrics")),
             {c["type"]: c["status"] for c in status.get("conditions") or []},
+            status.get("lastScaleTime"),
+            external,
         )
+
+    # --- what the reaction timeline and the faults read and do ---------------------------------------------
+    def selector(self, service: str) -> str:
+        """The Deployment's pod selector as a label selector string (cached: it is immutable)."""
+        cache = self.__dict__.setdefault("_selectors", {})
+        if service not in cache:
+            try:
+                dep = self.apps.read_namespaced_deployment(service, self.namespace, _request_timeout=5)
+            except Exception as exc:
+                raise SourceError(f"Deployment {self.namespace}/{service}: {_reason(exc)}") from exc
+            labels = dep.spec.selector.match_labels or {}
+            cache[service] = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        return cache[service]
+
+    def pods(self, service: str) -> list[dict[str, Any]]:
+        try:
+            listed = self.core.list_namespaced_pod(
+                self.namespace, label_selector=self.selector(service), _request_timeout=5
+            )
+        except SourceError:
+            raise
+        except Exception as exc:
+            raise SourceError(f"pods of {self.namespace}/{service}: {_reason(exc)}") from exc
+        return self._api.sanitize_for_serialization(listed).get("items") or []
+
+    def delete_pod(self, name: str) -> None:
+        self.core.delete_namespaced_pod(name, self.namespace, _request_timeout=10)
+
+    def hpa_max(self, service: str) -> int:
+        return int(self.hpa(service).max_replicas)
+
+    def set_hpa_max(self, service: str, value: int) -> None:
+        self.autoscaling.patch_namespaced_horizontal_pod_autoscaler(
+            service, self.namespace, {"spec": {"maxReplicas": int(value)}}, _request_timeout=10
+        )
+
+    def external_metric(self, name: str, labels: dict[str, str]) -> tuple[float | None, str | None]:
+        """The external metrics API's value of ``name{labels}`` (the largest item) and that item's timestamp."""
+        from kubernetes import client
+
+        from loadtests.timeline import quantity
+
+        try:
+            body = client.CustomObjectsApi(self._api).list_namespaced_custom_object(
+                "external.metrics.k8s.io",
+                "v1beta1",
+                self.namespace,
+                name,
+                label_selector=",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+                _request_timeout=5,
+            )
+        except Exception as exc:
+            raise SourceError(f"external metric {name}{labels}: {_reason(exc)}") from exc
+        items = [(quantity(i.get("value")), i.get("timestamp")) for i in body.get("items") or []]
+        items = [i for i in items if i[0] is not None]
+        return max(items, key=lambda i: i[0]) if items else (None, None)
+
+    def hpa_events(self, service: str) -> list[dict[str, Any]]:
+        """The HPA's SuccessfulRescale events (core/v1), as JSON."""
+        try:
+            listed = self.core.list_namespaced_event(
+                self.namespace,
+                field_selector=f"involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name={service},"
+                "reason=SuccessfulRescale",
+                _request_timeout=5,
+            )
+        except Exception as exc:
+            raise SourceError(f"events of HPA {self.namespace}/{service}: {_reason(exc)}") from exc
+        return self._api.sanitize_for_serialization(listed).get("items") or []
+
+    def secret_value(self, name: str, key: str) -> str:
+        import base64
+
+        try:
+            secret = self.core.read_namespaced_secret(name, self.namespace, _request_timeout=5)
+        except Exception as exc:
+            raise SourceError(f"Secret {self.namespace}/{name}: {_reason(exc)}") from exc
+        return base64.b64decode((secret.data or {})[key]).decode()
 
     def deployment(self, service: str) -> DeploymentState:
         try:
@@ -140,6 +229,21 @@ class Prometheus:
         if body.get("status") != "success":
             raise SourceError(f"Prometheus query {expr!r}: {body.get('error', body)}")
         return [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
+
+    def matrix(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """A range-selector query's raw samples (``result`` of type matrix), evaluated at ``at``."""
+        params: dict[str, Any] = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        try:
+            resp = self.http.get(f"{self.url}/api/v1/query", params=params)
+            resp.raise_for_status()
+            body = resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise SourceError(f"Prometheus {self.url} query {expr!r}: {exc}") from exc
+        if body.get("status") != "success" or body["data"].get("resultType") != "matrix":
+            raise SourceError(f"Prometheus query {expr!r}: {body.get('error', body.get('data', body))}")
+        return body["data"]["result"]
 
     def by_label(self, expr: str, label: str) -> dict[str, float]:
         return {metric.get(label, ""): value for metric, value in self.query(expr)}

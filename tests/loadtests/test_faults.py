@@ -1,0 +1,531 @@
+"""Faults declared in a scenario: their validation, their schedule, the injectors (against fakes of the
+Kubernetes API, a fake /proc and supervisorctl), the expectations and the report; and BullMQ's own record of
+every job (a private redis-server, real BullMQ producers and workers) that "exactly once" is judged on."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+from loadtests import faults as faults_mod
+from loadtests import queueaudit
+from loadtests.expectations import counter_increase, evaluate
+from loadtests.faults import Fault, FaultRecord, HostRuntime, Injector, run_schedule, schedule
+from loadtests.report import build_report, summary
+from loadtests.scenario import ScenarioError, load_scenario, parse_scenario
+from tests.loadtests.test_loadtest_checker import T0, by_name, facts
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BASE = {
+    "name": "unit",
+    "load": {
+        "stages": [{"name": "surge", "duration_s": 60, "users": 6, "spawn_rate": 2}],
+        "wait_s": [1, 2],
+        "mix": {"stt": 1, "tts": 1},
+    },
+    "expect": {},
+}
+
+
+def scenario_with(faults, **extra):
+    return parse_scenario({**BASE, "faults": faults, **extra}, "unit.yml")
+
+
+# ------------------------------------------------------------------------------------------- scenario files
+
+
+def test_chaos_scenario_declares_every_fault_kind():
+    chaos = load_scenario("chaos")
+    assert {f.kind for f in chaos.faults} == set(faults_mod.KINDS)
+    squeeze = next(f for f in chaos.faults if f.kind == "lower_hpa_max")
+    assert squeeze.service == "stt" and squeeze.max_replicas == 3 and squeeze.restore_after_s == 20
+    assert chaos.expect.jobs.max_lost == 0 and chaos.expect.jobs.max_failed == 0
+    # Every fault lands while the load runs.
+    assert all(f.at_s + (f.restore_after_s or 0) < chaos.load.duration_s for f in chaos.faults)
+
+
+@pytest.mark.parametrize(
+    ("faults", "message"),
+    [
+        ([{"name": "x", "at_s": 1, "kind": "reboot"}], "faults[0].kind: unknown fault kind 'reboot'"),
+        ([{"name": "x", "at_s": 1, "kind": "kill_worker"}], "faults[0]: kind kill_worker needs a service"),
+        ([{"name": "x", "at_s": 1, "kind": "restart_redis", "service": "stt"}], "kind restart_redis takes no service"),
+        ([{"name": "x", "at_s": 1, "kind": "lower_hpa_max", "service": "stt"}], "needs max_replicas"),
+        (
+            [{"name": "x", "at_s": 1, "kind": "delete_pod", "service": "stt", "restore_after_s": 3}],
+            "only kind lower_hpa_max takes restore_after_s",
+        ),
+        (
+            [
+                {"name": "x", "at_s": 1, "kind": "delete_pod", "service": "stt"},
+                {"name": "x", "at_s": 2, "kind": "restart_gateway"},
+            ],
+            "faults[1].name: 'x' is already used",
+        ),
+        ([{"name": "load_end", "at_s": 1, "kind": "restart_gateway"}], "is already used"),
+        ([{"name": "x", "at_s": -1, "kind": "restart_gateway"}], "faults[0].at_s: must be at least 0"),
+    ],
+)
+def test_bad_faults_are_refused_naming_the_key(faults, message):
+    with pytest.raises(ScenarioError, match=message.replace("(", r"\(").replace("[", r"\[").replace("]", r"\]")):
+        scenario_with(faults)
+
+
+def test_fault_names_are_alert_anchors():
+    scen = scenario_with(
+        [{"name": "restart-redis", "at_s": 10, "kind": "restart_redis"}],
+        expect={"alerts_fire": [{"alertname": "QueueDown", "after": "restart-redis", "within_s": 30}]},
+    )
+    assert scen.expect.alerts_fire[0].after == "restart-redis"
+
+
+def test_schedule_orders_injections_and_restores():
+    fs = (
+        Fault("b", 20, "restart_redis"),
+        Fault("a", 10, "lower_hpa_max", "stt", 3, 10),
+        Fault("c", 5, "delete_pod", "tts"),
+    )
+    assert [(t, what, f.name) for t, what, f in schedule(fs)] == [
+        (5, "inject", "c"),
+        (10, "inject", "a"),
+        (20, "restore", "a"),  # a restore comes before an injection at the same time
+        (20, "inject", "b"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- injectors
+
+
+def pod(name, pid=None, phase="Running", deleting=False):
+    meta = {"name": name, "annotations": {} if pid is None else {faults_mod.HOST_PID_ANNOTATION: str(pid)}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-02T01:00:00Z"
+    return {"metadata": meta, "spec": {"containers": [{"name": "worker"}]}, "status": {"phase": phase}}
+
+
+class FakeCluster:
+    def __init__(self, pods=None, hpa_max=8):
+        self._pods = pods or {}
+        self.max = {"stt": hpa_max, "tts": hpa_max}
+        self.calls = []
+
+    def pods(self, service):
+        return self._pods.get(service, [])
+
+    def delete_pod(self, name):
+        self.calls.append(("delete", name, time.time()))
+
+    def hpa_max(self, service):
+        return self.max[service]
+
+    def set_hpa_max(self, service, value):
+        self.calls.append(("hpa_max", service, value, time.time()))
+        self.max[service] = value
+
+
+class FakeRuntime:
+    name = "fake"
+
+    def __init__(self):
+        self.calls = []
+
+    def kill_worker(self, p):
+        self.calls.append(("kill", p["metadata"]["name"]))
+        return f"killed {p['metadata']['name']}"
+
+    def restart(self, component):
+        self.calls.append(("restart", component))
+        return f"{component} restarted"
+
+
+class FakeQueues:
+    def __init__(self, active):
+        self.values = list(active)
+
+    def active(self, queue):
+        return self.values.pop(0) if len(self.values) > 1 else self.values[0]
+
+
+def test_faults_run_at_their_times_and_the_lowered_maximum_comes_back():
+    cluster = FakeCluster(
+        {
+            "stt": [pod("stt-a", 11), pod("stt-b", 12), pod("stt-c", 13, deleting=True)],
+            "tts": [pod("tts-a", 21), pod("tts-p", 22, phase="Pending")],
+        }
+    )
+    runtime = FakeRuntime()
+    inj = Injector(cluster, runtime, {"stt": "stt", "tts": "tts"}, FakeQueues([2]))
+    fs = (
+        Fault("kill", 0.1, "kill_worker", "stt"),
+        Fault("delete", 0.2, "delete_pod", "tts"),
+        Fault("squeeze", 0.3, "lower_hpa_max", "stt", 3, 0.3),
+        Fault("redis", 0.4, "restart_redis"),
+        Fault("gateway", 0.5, "restart_gateway"),
+    )
+    records: list[FaultRecord] = []
+    notes: list[str] = []
+    start = time.time()
+    run_schedule(fs, inj, lambda: start, threading.Event(), records, notes.append)
+    assert [r.name for r in records] == ["kill", "delete", "squeeze", "redis", "gateway"]
+    for r, f in zip(records, fs, strict=True):
+        assert r.error is None, r
+        assert f.at_s - 0.01 <= r.t - start <= f.at_s + 0.4
+    assert runtime.calls[0][1] in ("stt-a", "stt-b")  # never the terminating pod
+    assert cluster.calls[0][:2] == ("delete", "tts-a")  # the only running tts pod
+    assert records[1].target == "tts-a"
+    lowered, restored = [c for c in cluster.calls if c[0] == "hpa_max"]
+    assert lowered[1:3] == ("stt", 3) and restored[1:3] == ("stt", 8)
+    assert 0.55 <= restored[3] - start <= 1.0
+    assert records[2].detail == "maxReplicas 8 -> 3" and records[2].restore_detail == "maxReplicas -> 8"
+    assert runtime.calls[1:] == [("restart", "redis"), ("restart", "gateway")]
+    assert "2 active job(s) for 2 ready worker(s)" in records[0].detail
+    assert any(n.startswith("fault squeeze restored at +0.6 s") or "restored at +0." in n for n in notes)
+    assert inj.restore_all() == []
+
+
+def test_a_worker_is_killed_only_once_every_worker_holds_a_job():
+    cluster = FakeCluster({"stt": [pod("stt-a", 11), pod("stt-b", 12)]})
+    now = [100.0]
+    inj = Injector(
+        cluster,
+        FakeRuntime(),
+        {"stt": "stt"},
+        FakeQueues([0, 1, 1, 2]),
+        clock=lambda: now[0],
+        sleep=lambda s: now.__setitem__(0, now[0] + s),
+    )
+    rec = inj.inject(Fault("kill", 0, "kill_worker", "stt"))
+    assert rec.error is None and rec.t == pytest.approx(100.75)
+    assert "2 active job(s) for 2 ready worker(s)" in rec.detail
+    # Without a backlog it gives up waiting after mid_job_wait_s and says so.
+    inj = Injector(
+        cluster,
+        FakeRuntime(),
+        {"stt": "stt"},
+        FakeQueues([0]),
+        mid_job_wait_s=2,
+        clock=lambda: now[0],
+        sleep=lambda s: now.__setitem__(0, now[0] + s),
+    )
+    rec = inj.inject(Fault("kill", 0, "kill_worker", "stt"))
+    assert "not every worker held a job" in rec.detail
+
+
+def test_a_failed_fault_is_recorded_and_a_lowered_maximum_is_restored_at_the_end():
+    class Broken(FakeRuntime):
+        def restart(self, component):
+            raise faults_mod.FaultError("supervisorctl restart redis: exit 7: redis: ERROR (no such process)")
+
+    cluster = FakeCluster({"stt": []})
+    inj = Injector(cluster, Broken(), {"stt": "stt"}, FakeQueues([0]))
+    rec = inj.inject(Fault("redis", 0, "restart_redis"))
+    assert rec.error.startswith("FaultError: supervisorctl restart redis: exit 7") and rec.t is not None
+    assert "no running pod of stt" in inj.inject(Fault("d", 0, "delete_pod", "stt")).error
+    inj.inject(Fault("squeeze", 0, "lower_hpa_max", "stt", 2, 30))
+    assert cluster.max["stt"] == 2
+    assert inj.restore_all() == ["stt HPA maxReplicas restored to 8"]
+    assert cluster.max["stt"] == 8
+
+
+def test_host_runtime_kills_only_the_pods_worker_process(tmp_path):
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "cmdline").write_bytes(b"/venv/bin/python3\0-m\0workers.worker\0--service\0stt\0")
+    (tmp_path / "4343").mkdir()
+    (tmp_path / "4343" / "cmdline").write_bytes(b"/usr/bin/redis-server\0/state/redis.conf\0")
+    killed = []
+    rt = HostRuntime("supervisorctl", "/s.conf", kill=lambda pid, sig: killed.append((pid, sig)), proc=tmp_path)
+    assert rt.kill_worker(pod("stt-a", 4242)) == "SIGKILL to pid 4242 (pod stt-a)"
+    assert killed == [(4242, signal.SIGKILL)]
+    with pytest.raises(faults_mod.FaultError, match="pid 4343 runs '/usr/bin/redis-server"):
+        rt.kill_worker(pod("stt-b", 4343))
+    with pytest.raises(faults_mod.FaultError, match="pid 4444 is not running"):
+        rt.kill_worker(pod("stt-c", 4444))
+    with pytest.raises(faults_mod.FaultError, match=r"has no harness\.local/host-pid annotation"):
+        rt.kill_worker(pod("stt-d"))
+    assert killed == [(4242, signal.SIGKILL)]
+
+
+def test_host_runtime_restarts_supervisord_programs():
+    calls = []
+
+    def run(argv, **kw):
+        calls.append(argv)
+        out = "redis: stopped\nredis: started\n" if argv[-1] == "redis" else "gateway: ERROR (spawn error)\n"
+        return subprocess.CompletedProcess(argv, 0 if argv[-1] == "redis" else 7, out, "")
+
+    rt = HostRuntime("/venv/bin/supervisorctl", "/state/supervisor/supervisord.conf", run=run)
+    assert rt.restart("redis") == "supervisorctl restart redis: redis: stopped; redis: started"
+    assert calls[0] == ["/venv/bin/supervisorctl", "-c", "/state/supervisor/supervisord.conf", "restart", "redis"]
+    with pytest.raises(faults_mod.FaultError, match="exit 7: gateway: ERROR"):
+        rt.restart("gateway")
+
+
+# ---------------------------------------------------------------------------------- judged and reported
+
+
+def chaos_facts(tmp_path, records, **kw):
+    scen = scenario_with(
+        [
+            {"name": "kill-stt", "at_s": 10, "kind": "kill_worker", "service": "stt"},
+            {
+                "name": "squeeze",
+                "at_s": 20,
+                "kind": "lower_hpa_max",
+                "service": "stt",
+                "max_replicas": 3,
+                "restore_after_s": 10,
+            },
+            {"name": "restart-redis", "at_s": 30, "kind": "restart_redis"},
+        ]
+    )
+    f = facts(tmp_path, scen)
+    f.faults = records
+    for k, v in kw.items():
+        setattr(f, k, v)
+    return f
+
+
+def records_ok():
+    return [
+        FaultRecord("kill-stt", "kill_worker", "stt", 10, T0 + 11.5, "stt-a", "host: SIGKILL to pid 1 (pod stt-a)"),
+        FaultRecord(
+            "squeeze",
+            "lower_hpa_max",
+            "stt",
+            20,
+            T0 + 20.2,
+            "hpa/stt",
+            "maxReplicas 8 -> 3",
+            restored_t=T0 + 30.3,
+            restore_detail="maxReplicas -> 8",
+        ),
+        FaultRecord("restart-redis", "restart_redis", None, 30, T0 + 30.4, "redis", "host: supervisorctl ..."),
+    ]
+
+
+def test_faults_pass_when_injected_on_time_and_restored(tmp_path):
+    got = by_name(evaluate(chaos_facts(tmp_path, records_ok())))
+    assert got["fault.kill-stt"].passed and got["fault.kill-stt"].value == 11.5
+    assert got["fault.squeeze"].passed and "restored at +30.3 s" in got["fault.squeeze"].observed
+    assert got["fault.restart-redis"].passed
+
+
+def test_a_fault_that_failed_came_late_was_not_restored_or_never_ran_fails(tmp_path):
+    recs = records_ok()
+    recs[0].t = T0 + 25  # 15 s late
+    recs[1].restored_t, recs[1].restore_detail = None, None
+    recs[2].error = "FaultError: supervisorctl restart redis: exit 7"
+    got = by_name(evaluate(chaos_facts(tmp_path, recs)))
+    assert not got["fault.kill-stt"].passed and got["fault.kill-stt"].value == 25
+    assert not got["fault.squeeze"].passed and "NOT restored" in got["fault.squeeze"].observed
+    assert not got["fault.restart-redis"].passed and "exit 7" in got["fault.restart-redis"].observed
+    got = by_name(evaluate(chaos_facts(tmp_path, recs[:1])))
+    assert got["fault.restart-redis"].observed == "never injected (the run ended first)"
+
+
+def test_report_lists_each_fault_with_its_time(tmp_path):
+    f = chaos_facts(tmp_path, records_ok())
+    results = evaluate(f)
+    report = build_report(f, results, {"name": "local"}, T0 - 10, [], None, [])
+    report["faults"] = [r.to_json(T0) for r in f.faults]
+    assert [(x["name"], x["at"], x["late_s"]) for x in report["faults"]] == [
+        ("kill-stt", 11.5, 1.5),
+        ("squeeze", 20.2, 0.2),
+        ("restart-redis", 30.4, 0.4),
+    ]
+    assert report["faults"][1]["restored_at"] == 30.3
+    text = summary(report)
+    assert "fault kill-stt (kill_worker) at +11.5 s: host: SIGKILL to pid 1 (pod stt-a)" in text
+    assert "fault squeeze (lower_hpa_max) at +20.2 s: maxReplicas 8 -> 3; restored at +30.3 s" in text
+
+
+def test_the_gateway_count_survives_a_gateway_restart(tmp_path):
+    # Raw samples of gateway_jobs_submitted_total{service=stt}: 0 .. 6, restart (reset) between +11 and +13, 0 .. 3.
+    points = [(T0 - 2, 0.0), (T0 + 3, 2.0), (T0 + 7, 4.0), (T0 + 11, 6.0), (T0 + 13, 1.0), (T0 + 19, 3.0)]
+    total, gaps = counter_increase(points)
+    assert total == 9 and gaps == [{"after": T0 + 11, "before": T0 + 13}]
+    f = chaos_facts(tmp_path, records_ok())
+    # The ledger accepted stt jobs at +1, +3, ..., +19 (10); one (+11) in the unscraped gap, one (+13) on its edge.
+    f.gateway_submitted = {"stt": 8.0, "tts": 10.0}
+    f.gateway_resets = [{"service": "stt", **gaps[0]}]
+    got = by_name(evaluate(f))["jobs.gateway_count"]
+    assert got.passed, got
+    assert "less at most the 2 accepted between a restart" in got.expected
+    f.gateway_submitted = {"stt": 7.0, "tts": 10.0}
+    assert not by_name(evaluate(f))["jobs.gateway_count"].passed
+
+
+def test_exactly_once_is_judged_from_bullmqs_record(tmp_path):
+    f = chaos_facts(tmp_path, records_ok())
+    ids = {o.job_id: o.service for o in f.accounting.outcomes.values()}
+    events = {"stt": [], "tts": []}
+    n = 0
+    for job_id, svc in ids.items():
+        for ev in ("added", "waiting", "active", "completed"):
+            n += 1
+            events[svc].append((f"{int(T0 * 1000) + n}-0", {"event": ev, "jobId": job_id}))
+    hashes = {j: {"ats": 1, "atm": 1, "stc": 0, "finishedOn": int(T0 * 1000)} for j in ids}
+    stalled = sorted(ids)[0]
+    hashes[stalled] = {"ats": 2, "atm": 1, "stc": 1, "finishedOn": int(T0 * 1000)}
+    raw = {
+        "since_ms": int(T0 * 1000) - 10_000,
+        "first_kept_ms": {"stt": int(T0 * 1000), "tts": None},
+        "max_deleted_ms": {"stt": 0, "tts": None},
+        "events": events,
+        "hashes": hashes,
+    }
+    f.queue_audit = queueaudit.audit(raw, ids)
+    got = by_name(evaluate(f))["jobs.exactly_once"]
+    assert got.passed, got
+    assert "runs per job {'1': 19, '2': 1} (1 retries, 1 stalls)" in got.observed
+    twice = sorted(ids)[1]
+    events[ids[twice]].append(("9-0", {"event": "completed", "jobId": twice}))
+    f.queue_audit = queueaudit.audit(raw, ids)
+    got = by_name(evaluate(f))["jobs.exactly_once"]
+    assert not got.passed and f"1 finished more than once (e.g. {twice}: 2 finishes)" in got.observed
+    raw["max_deleted_ms"]["tts"] = raw["since_ms"] + 5  # trimmed past the run start
+    f.queue_audit = queueaudit.audit(raw, ids)
+    assert "trimmed past the run start" in by_name(evaluate(f))["jobs.exactly_once"].observed
+    f.queue_audit = "Redis not readable: ConnectionError"
+    assert not by_name(evaluate(f))["jobs.exactly_once"].passed
+
+
+# ------------------------------------------------------------------ BullMQ's record from a real redis-server
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path_factory.mktemp("redis")),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_bullmq_record_of_real_jobs_counts_runs_and_completions(redis_url):
+    """Three jobs through real BullMQ: one fails its first run and is retried; the audit reads what BullMQ's
+    scripts wrote (job hashes, the event stream) and the live depth the reaction probe polls."""
+    from bullmq import Queue, Worker
+
+    prefix = "t" + uuid.uuid4().hex[:8]
+    ids = {f"stt-{uuid.uuid4().hex}": "stt" for _ in range(3)}
+    flaky = sorted(ids)[0]
+    since = int(time.time() * 1000) - 1
+
+    async def go():
+        queue = Queue("stt", {"connection": redis_url, "prefix": prefix})
+        for job_id in sorted(ids):
+            await queue.add("stt", {"i": job_id}, {"jobId": job_id, "attempts": 3, "backoff": 0})
+        depth = queueaudit.RedisQueues(redis_url, prefix).depth(["stt", "tts"])
+        seen: dict[str, int] = {}
+        done = asyncio.Event()
+
+        async def process(job, token):
+            seen[job.id] = seen.get(job.id, 0) + 1
+            if job.id == flaky and seen[job.id] == 1:
+                raise RuntimeError("first run fails")
+            if sum(1 for j in ids if seen.get(j, 0) >= (2 if j == flaky else 1)) == len(ids):
+                asyncio.get_running_loop().call_later(0.3, done.set)
+            return {"text": "ok"}
+
+        worker = Worker("stt", process, {"connection": redis_url, "prefix": prefix})
+        await asyncio.wait_for(done.wait(), 20)
+        await worker.close()
+        await queue.close()
+        return depth
+
+    depth = asyncio.run(go())
+    assert depth == {"stt": 3.0, "tts": 0.0}
+    client = redis.Redis.from_url(redis_url)
+    raw = queueaudit.read(client, prefix, {"stt": "stt"}, ids, since, chunk=4)
+    a = queueaudit.audit(raw, ids)
+    assert a["completed_once"] == 3 and a["not_completed"] == [] and a["finished_more_than_once"] == []
+    assert a["per_job"][flaky]["runs"] == 2 and a["per_job"][flaky]["attempts_made"] == 2
+    assert a["jobs_by_runs"] == {"1": 2, "2": 1} and a["retries"] == 1 and a["stalls"] == 0
+    assert a["unledgered_added"] == [] and a["events_trimmed"] == []
+    # A job the ledger does not know (accepted by the gateway while its answer was lost) is reported.
+    dropped = sorted(ids)[0]
+    fewer = {k: v for k, v in ids.items() if k != dropped}
+    assert queueaudit.audit(queueaudit.read(client, prefix, {"stt": "stt"}, fewer, since), fewer)[
+        "unledgered_added"
+    ] == [dropped]
+    assert queueaudit.RedisQueues(redis_url, prefix).persistence() is not None  # --save "" --appendonly no
+    client.close()
+
+
+def test_a_waiting_worker_kill_does_not_delay_the_next_fault():
+    """chaos on the local target, 01:25 UTC: a kill waiting 10 s for a job in hand pushed the pod deletion
+    planned 7 s later 4 s past its time; each injection now runs on its own thread."""
+    cluster = FakeCluster({"stt": [pod("stt-a", 11), pod("stt-b", 12)], "tts": [pod("tts-a", 21)]})
+    inj = Injector(cluster, FakeRuntime(), {"stt": "stt", "tts": "tts"}, FakeQueues([0]), mid_job_wait_s=0.6)
+    fs = (Fault("kill", 0.0, "kill_worker", "stt"), Fault("delete", 0.1, "delete_pod", "tts"))
+    records: list[FaultRecord] = []
+    start = time.time()
+    run_schedule(fs, inj, lambda: start, threading.Event(), records)
+    by = {r.name: r for r in records}
+    assert by["delete"].t - start < 0.35
+    assert by["kill"].t - start >= 0.6 and "not every worker held a job" in by["kill"].detail
+    assert [r.name for r in records] == ["delete", "kill"]  # in the order they happened
+
+
+def test_only_ready_workers_are_killed_and_counted():
+    """A pod whose worker is still loading its model holds no job: it is neither a victim nor counted."""
+    cluster = FakeCluster({"stt": [pod("stt-a", 11), pod("stt-b", 12), pod("stt-new", 13)]})
+    runtime = FakeRuntime()
+    inj = Injector(
+        cluster,
+        runtime,
+        {"stt": "stt"},
+        FakeQueues([2]),
+        worker_ready=lambda p: p["metadata"]["name"] != "stt-new",
+    )
+    rec = inj.inject(Fault("kill", 0, "kill_worker", "stt"))
+    assert "2 active job(s) for 2 ready worker(s)" in rec.detail and rec.target in ("stt-a", "stt-b")
+    inj = Injector(cluster, runtime, {"stt": "stt"}, FakeQueues([2]), mid_job_wait_s=0.3, worker_ready=lambda p: False)
+    assert "with a ready worker" in inj.inject(Fault("kill", 0, "kill_worker", "stt")).error
