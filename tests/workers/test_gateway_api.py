@@ -206,3 +206,25 @@ def test_api_keys_are_stored_hashed_in_redis(tmp_path: Path, redis_url: str, pre
     stored = redis_client.hgetall(f"{prefix}:gateway:api_keys")
     assert len(stored) == 1 and plaintext.encode() not in b"".join([*stored, *stored.values()])
     assert not (config.state_dir / "api_keys.json").exists()
+
+
+def test_a_submission_while_redis_is_down_is_503_not_500(gateway, audio: Audio, tmp_path: Path) -> None:
+    """Seen in the chaos scenario: during a Redis restart an STT upload answered HTTP 500 (the blob write let the
+    connection error through). The key check still works here; the job queue's Redis does not answer."""
+    from dataclasses import replace
+
+    from workers_testlib import free_port
+
+    from workers.gateway.app import STT_PATH
+    from workers.gateway.backend import JobBackend
+
+    client, key, config = gateway
+    dead = replace(config.policy, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    client.app.state.backend = JobBackend(dead, config.queues)
+    headers = {"Authorization": f"Bearer {key}"}
+    # The upload's blob write is the first Redis call of an STT submission. (A TTS submission goes straight to
+    # BullMQ's Queue.add, which waits for Redis to come back instead of failing: not judged here.)
+    response = client.post(STT_PATH, headers=headers, files={"file": ("a.wav", audio.wav, "audio/wav")})
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "queue_unavailable"
+    assert response.headers["Retry-After"] == "5"

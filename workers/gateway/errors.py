@@ -5,6 +5,7 @@ Messages name the bad value and what is allowed, so a client can fix the request
 
 from __future__ import annotations
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -56,6 +57,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(redis.RedisError)
+    async def _queue_down(_: Request, exc: redis.RedisError) -> JSONResponse:
+        # Redis restarting or unreachable while a job is stored or queued: the client can retry, so 503 with
+        # Retry-After, as the key check answers, not a bare 500. No job exists for the request.
+        return error_response(503, "queue_unavailable", "the job queue (Redis) does not answer "
+                              f"({type(exc).__name__}); the job was not queued: retry", {"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
