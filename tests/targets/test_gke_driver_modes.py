@@ -23,7 +23,7 @@ The expectations come from the providers' pages, not from the rendering:
 import json
 
 import pytest
-from conftest import ansible_playbook
+from conftest import REPO, ansible_playbook
 
 LABEL = "gke-no-default-nvidia-gpu-device-plugin"
 GKE_DRIVER_DIR = "/home/kubernetes/bin/nvidia"
@@ -141,7 +141,6 @@ DIFF_PLAY = """
 def test_a_pool_made_for_another_setup_stops_the_run_naming_the_fields(tmp_path):
     # Re-running with harness_gpu_device_plugin switched must not keep a pool with GKE's driver and no label (two
     # device plugins, or Google's installer skipping the node): the describe-first reconciliation names the fields.
-    from conftest import REPO
 
     play = tmp_path / "diff.yml"
     play.write_text(DIFF_PLAY)
