@@ -95,6 +95,16 @@ def main() -> None:
                 f"({why}); the last lines of {p['log_file'] or 'its log'}:\n{log}",
             state=state)
 
+    def change(call, state: str) -> None:
+        """Start or stop the program (in check mode only say so) and exit with its new state."""
+        if module.check_mode:
+            module.exit_json(changed=True, state=state)
+        try:
+            call(name, True)
+        except xmlrpc.client.Fault as exc:
+            failed(info()["statename"], exc.faultString)
+        module.exit_json(changed=True, state=info()["statename"])
+
     current = info()
     deadline = time.monotonic() + p["settle_timeout"]
     # A program (re)started by `supervisorctl update` is STARTING for startsecs and BACKOFF between failed
@@ -111,22 +121,10 @@ def main() -> None:
             failed(state, f"still {state} after {p['settle_timeout']}s" + (f": {spawnerr}" if spawnerr else ""))
         if state == "FATAL":
             failed(state, spawnerr or "supervisord gave up starting it")
-        if module.check_mode:
-            module.exit_json(changed=True, state=state)
-        try:
-            server.supervisor.startProcess(name, True)
-        except xmlrpc.client.Fault as exc:
-            failed(info()["statename"], exc.faultString)
-        module.exit_json(changed=True, state=info()["statename"])
+        change(server.supervisor.startProcess, state)
     if state in {"STOPPED", "EXITED", "FATAL"}:
         module.exit_json(changed=False, state=state)
-    if module.check_mode:
-        module.exit_json(changed=True, state=state)
-    try:
-        server.supervisor.stopProcess(name, True)
-    except xmlrpc.client.Fault as exc:
-        failed(info()["statename"], exc.faultString)
-    module.exit_json(changed=True, state=info()["statename"])
+    change(server.supervisor.stopProcess, state)
 
 
 if __name__ == "__main__":
