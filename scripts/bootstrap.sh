@@ -10,8 +10,9 @@ export HARNESS_CACHE=${HARNESS_CACHE:-$HOME/.cache/gpu-serving-harness}
 t0=$SECONDS
 say() { printf '[bootstrap %4ds] %s\n' "$((SECONDS - t0))" "$*"; }
 
-# podman, buildah, skopeo, runc, uidmap: the image builder (roles/images); docker-registry: the local registry.
-apt_packages=(redis-server prometheus prometheus-alertmanager debootstrap sox podman buildah skopeo runc uidmap docker-registry)
+# podman, netavark (its network backend; only a recommendation of podman), buildah, skopeo, runc, uidmap:
+# the image builder (roles/images); docker-registry: the local registry.
+apt_packages=(redis-server prometheus prometheus-alertmanager debootstrap sox podman netavark buildah skopeo runc uidmap docker-registry)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
