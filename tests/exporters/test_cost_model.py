@@ -63,6 +63,26 @@ def test_attached_accelerators_are_added_per_gpu():
     assert price.gpu_type == "Tesla-T4"
 
 
+def test_gke_native_time_sharing_counts_physical_gpus():
+    """GKE's device plugin with time-sharing: 1 physical L4 exposed as 4 nvidia.com/gpu slots, and none of NVIDIA's
+    labels (no GPU feature discovery); the node is labelled with GKE's max-shared-clients-per-gpu (GKE docs,
+    GPU time-sharing). The node has 1 GPU, billed once, not 4."""
+    node_obj = gpu_node("gke-l4-0", gpus=1, replicas=4)
+    labels = node_obj.metadata.labels
+    for key in [k for k in labels if k.startswith("nvidia.com/")]:
+        del labels[key]
+    labels.update({
+        "cloud.google.com/gke-accelerator": "nvidia-l4",
+        "cloud.google.com/gke-gpu-sharing-strategy": "time-sharing",
+        "cloud.google.com/gke-max-shared-clients-per-gpu": "4",
+    })
+    node = parse_node(node_obj)
+    assert (node.gpus, node.replicas, node.slots) == (1, 4, 4)
+    price = price_node(TABLE, node)
+    assert price.node_price_per_hour == pytest.approx(G2)
+    assert price.gpu_price_per_hour == pytest.approx(G2)
+
+
 def test_unknown_instance_type_is_named_in_the_error():
     node = parse_node(gpu_node("x-0", instance_type="x9.huge"))
     with pytest.raises(UnpricedNode, match=r"node x-0: instance type 'x9.huge' is not in the price table"):

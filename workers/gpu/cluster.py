@@ -8,6 +8,11 @@ Node facts come from the labels that NVIDIA GPU feature discovery publishes on r
 the local target's kwok nodes carry): ``nvidia.com/gpu.count``, ``nvidia.com/gpu.replicas`` (time
 slicing), ``nvidia.com/gpu.product`` and ``nvidia.com/gpu.memory`` (MiB). When the count label is
 missing, the count is derived from the ``nvidia.com/gpu`` capacity divided by the replicas.
+
+GKE's own device plugin (GKE-managed drivers, no GPU feature discovery) publishes none of NVIDIA's labels. With
+GKE's native time-sharing it advertises ``max-shared-clients-per-gpu`` slots per physical GPU as
+``nvidia.com/gpu`` and labels the node ``cloud.google.com/gke-max-shared-clients-per-gpu``: that label is the
+replicas there (the time_slicing role's check reads the same label on GKE).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 LABEL_INSTANCE_TYPE_BETA = "beta.kubernetes.io/instance-type"
 # GKE: the accelerator attached to an N1 machine, which is billed per GPU on top of the machine.
 LABEL_GKE_ACCELERATOR = "cloud.google.com/gke-accelerator"
+# GKE native GPU time-sharing: slots per physical GPU, when GKE's device plugin (not NVIDIA's) serves the node.
+LABEL_GKE_MAX_SHARED_CLIENTS = "cloud.google.com/gke-max-shared-clients-per-gpu"
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -109,7 +116,9 @@ def parse_node(node: Any) -> GpuNode | None:
     name = node.metadata.name
     labels = dict(node.metadata.labels or {})
     where = f"node {name}"
-    replicas = _int_label(labels, LABEL_GPU_REPLICAS, where) or 1
+    replicas = (
+        _int_label(labels, LABEL_GPU_REPLICAS, where) or _int_label(labels, LABEL_GKE_MAX_SHARED_CLIENTS, where) or 1
+    )
     gpus = _int_label(labels, LABEL_GPU_COUNT, where)
     if gpus is None:
         capacity = (node.status.capacity or {}) if node.status else {}
