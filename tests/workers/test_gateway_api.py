@@ -228,3 +228,27 @@ def test_a_submission_while_redis_is_down_is_503_not_500(gateway, audio: Audio, 
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "queue_unavailable"
     assert response.headers["Retry-After"] == "5"
+
+
+@pytest.mark.timeout(30)
+def test_a_tts_submission_while_redis_is_down_is_503_within_the_queue_timeout(gateway) -> None:
+    """A TTS submission goes straight to BullMQ's Queue.add, which waits for Redis to come back: without a bound
+    the request hung for as long as Redis was down (seen in the chaos scenario's Redis restart)."""
+    import time
+    from dataclasses import replace
+
+    from workers_testlib import free_port
+
+    from workers.gateway.backend import JobBackend
+
+    client, key, config = gateway
+    dead = replace(config.policy, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    backend = JobBackend(dead, config.queues)
+    backend.submit_timeout_s = 1.0
+    client.app.state.backend = backend
+    started = time.monotonic()
+    response = client.post("/v1/jobs/tts", json={"text": "Hello."}, headers={"Authorization": f"Bearer {key}"})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "queue_unavailable"
+    assert elapsed < 10, f"answered after {elapsed:.1f} s"

@@ -66,7 +66,7 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.backend = JobBackend(config.policy, config.queues)
+        app.state.backend = JobBackend(config.policy, config.queues, config.queue_timeout_s)
         log.info("gateway started", extra={"queues": config.queues, "state_dir": str(config.state_dir)})
         try:
             yield

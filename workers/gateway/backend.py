@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import redis.exceptions
 from bullmq import Job, Queue
 from redis.asyncio import Redis
 
@@ -49,8 +51,9 @@ def _ms(value: object) -> int | None:
 
 
 class JobBackend:
-    def __init__(self, policy: QueuePolicy, queues: dict[str, str]) -> None:
+    def __init__(self, policy: QueuePolicy, queues: dict[str, str], submit_timeout_s: float = 5.0) -> None:
         self.policy = policy
+        self.submit_timeout_s = submit_timeout_s
         self.redis = Redis.from_url(policy.redis_url)
         self.queues = {service: Queue(name, policy.connection_opts()) for service, name in queues.items()}
         self.blobs = {service: BlobStore(self.redis, policy.prefix, name) for service, name in queues.items()}
@@ -62,7 +65,17 @@ class JobBackend:
             return False
 
     async def submit(self, service: str, job_id: str, data: dict[str, Any]) -> None:
-        await self.queues[service].add(service, data, job_options(self.policy, job_id))
+        """Queue the job. BullMQ's add waits for Redis to come back rather than failing, which would hold the
+        client's request open for as long as Redis is down: after ``submit_timeout_s`` the add is cancelled (the
+        script that adds a job is one EVALSHA: it ran or it did not) and the caller gets a Redis error (503)."""
+        try:
+            await asyncio.wait_for(
+                self.queues[service].add(service, data, job_options(self.policy, job_id)), self.submit_timeout_s
+            )
+        except TimeoutError:
+            raise redis.exceptions.TimeoutError(
+                f"queue {self.queues[service].name}: Redis did not take the job within {self.submit_timeout_s:g} s"
+            ) from None
 
     async def store_input(self, service: str, job_id: str, data: bytes) -> str:
         return await self.blobs[service].put(job_id, "input", data, self.policy.input_ttl_s)

@@ -33,6 +33,8 @@ class GatewayConfig:
     rate_burst: int
     voices: tuple[str, ...]
     key_store: str = "redis"  # redis: keys and rate limits shared by all replicas; file: this process only
+    # How long a submission waits for BullMQ's add before answering 503 (BullMQ waits for Redis to come back).
+    queue_timeout_s: float = 5.0
 
     @classmethod
     def from_settings(cls, s: Settings) -> GatewayConfig:
@@ -63,4 +65,5 @@ class GatewayConfig:
             rate_burst=s.integer("GATEWAY_RATE_LIMIT_BURST", 40, 1, 10**7),
             voices=tuple(s.name_list("TTS_VOICES", "default")),
             key_store=s.choice("GATEWAY_KEY_STORE", "redis", ("redis", "file")),
+            queue_timeout_s=s.number("GATEWAY_QUEUE_TIMEOUT_S", 5.0, 0.1, 300.0),
         )
