@@ -42,13 +42,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_INVENTORY = REPO / "inventories" / "local"
-# What the autoscaling role's template uses when the service table leaves a window out (roles/autoscaling).
-DEFAULT_UP_STABILIZATION_S = 0
-DEFAULT_DOWN_STABILIZATION_S = 300
+from loadtests import inventory as inventory_facts
+from loadtests.inventory import DEFAULT_INVENTORY
 
 RULES = (
     "max_replicas",
@@ -139,71 +134,51 @@ def _duration_s(raw: Any) -> float:
     return sum(float(n) * scale[u] for n, u in parts)
 
 
-def _yaml(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text()) or {}
+def _rules(behavior: dict[str, Any]) -> Rules:
+    policies = tuple(RatePolicy(p["type"], int(p["value"]), float(p["periodSeconds"])) for p in behavior["policies"])
+    return Rules(float(behavior["stabilizationWindowSeconds"]), policies, str(behavior["selectPolicy"]))
 
 
-def _group_vars(inventory: Path) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for path in sorted((inventory / "group_vars" / "all").glob("*.yml")):
-        merged.update(_yaml(path))
-    return merged
-
-
-def _scaled(seconds: float, scale: int) -> int:
-    """The autoscaling role's template: ``(seconds / scale) | round | int`` (Jinja rounds half up)."""
-    return math.floor(seconds / scale + 0.5)
-
-
-def _rules(raw: dict[str, Any], scale: int, default_window: float) -> Rules:
-    period = max(1, _scaled(raw["period_seconds"], scale))
-    policies = []
-    if "percent" in raw:
-        policies.append(RatePolicy("Percent", int(raw["percent"]), period))
-    if "pods" in raw:
-        policies.append(RatePolicy("Pods", int(raw["pods"]), period))
-    return Rules(_scaled(raw.get("stabilization_seconds", default_window), scale), tuple(policies), "Max")
+def _entry(service: str, inventory: Path) -> dict[str, Any]:
+    entry = next((s for s in inventory_facts.services(inventory, enabled_only=False) if s["name"] == service), None)
+    if entry is None:
+        raise KeyError(f"{inventory}: harness_services has no service {service!r}")
+    return entry
 
 
 def policy_from_inventory(service: str, inventory: Path = DEFAULT_INVENTORY) -> tuple[Policy, Timing]:
-    """The service's HPA policy as roles/autoscaling renders it, and the controller timing of the profile."""
-    gv = _group_vars(inventory)
-    profile = gv.get("harness_profile", "standard")
-    roles = REPO / "roles"
-    scale = int(_yaml(roles / "autoscaling/defaults/main.yml")["autoscaling_time_scale_profiles"][profile])
-    hpa_timing = _yaml(roles / "local_cluster/defaults/main.yml")["local_cluster_hpa_profiles"][profile]
-    prom = _yaml(roles / "prometheus_stack/defaults/main.yml")["prometheus_stack_profiles"][profile]
-    entry = next((s for s in gv.get("harness_services", []) if s["name"] == service), None)
-    if entry is None:
-        raise KeyError(f"{inventory}: harness_services has no service {service!r}")
-    h = entry["hpa"]
+    """The service's HPA policy as roles/autoscaling renders it (the same filter computes the behavior), and the
+    controller timing of the profile (the harness role's clock, or the inventory's overrides)."""
+    gv = inventory_facts.facts(inventory)
+    _, clock = inventory_facts.timing(inventory)
+    scale = int(gv.get("autoscaling_time_scale", clock["time_scale"]))
+    h = _entry(service, inventory)["hpa"]
+    behavior = inventory_facts.filters().hpa_behavior(h, scale)
     policy = Policy(
         service,
         int(h["min"]),
         int(h["max"]),
         float(h["queue_depth_per_pod"]),
-        _rules(h["scale_up"], scale, DEFAULT_UP_STABILIZATION_S),
-        _rules(h["scale_down"], scale, DEFAULT_DOWN_STABILIZATION_S),
-        float(gv.get("local_cluster_hpa_tolerance", hpa_timing["tolerance"])),
+        _rules(behavior["scaleUp"]),
+        _rules(behavior["scaleDown"]),
+        float(gv.get("local_cluster_hpa_tolerance", clock["hpa_tolerance"])),
         scale,
     )
-    scrape = _duration_s(prom["scrape_interval"])
+    scrape = _duration_s(clock["scrape_interval"])
     # Redis -> exporter (read at scrape time) -> Prometheus -> adapter (no value cache for external metrics)
     # -> HPA: the value the HPA reads is at most one scrape interval old, plus the query's own time.
-    timing = Timing(_duration_s(hpa_timing["sync_period"]), (0.0, scrape + 0.5))
+    timing = Timing(_duration_s(gv.get("local_cluster_hpa_sync_period", clock["hpa_sync_period"])), (0.0, scrape + 0.5))
     return policy, timing
 
 
 def other_targets(service: str, inventory: Path = DEFAULT_INVENTORY) -> dict[str, float]:
     """The HPA's other metrics and their targets as roles/autoscaling renders them: metric name (as the HPA's
     status names it) -> target (GPU utilisation: Pods AverageValue; cpu: Resource Utilization, percent)."""
-    gv = _group_vars(inventory)
-    defaults = _yaml(REPO / "roles/autoscaling/defaults/main.yml")
-    entry = next((s for s in gv.get("harness_services", []) if s["name"] == service), None)
-    if entry is None:
-        raise KeyError(f"{inventory}: harness_services has no service {service!r}")
-    h = entry["hpa"]
-    out = {str(gv.get("autoscaling_gpu_metric", defaults["autoscaling_gpu_metric"])): float(h["gpu_util_percent"])}
+    gv = inventory_facts.facts(inventory)
+    defaults = inventory_facts.role_defaults("autoscaling")
+    h = _entry(service, inventory)["hpa"]
+    gpu_metric = gv.get("autoscaling_gpu_metric", gv["harness_metrics"]["gpu_util"])
+    out = {str(gpu_metric): float(h["gpu_util_percent"])}
     if bool(gv.get("autoscaling_cpu_metric", defaults["autoscaling_cpu_metric"])):
         out["cpu"] = float(h["cpu_percent"])
     return out

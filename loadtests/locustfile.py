@@ -38,7 +38,9 @@ from loadtests.ledger import LedgerWriter  # noqa: E402
 from loadtests.scenario import DEFAULT_SCENARIO, load_scenario  # noqa: E402
 
 STATE_DIR = Path(os.environ.get("HARNESS_STATE_DIR") or Path.home() / ".local/state/gpu-serving-harness/local")
-SCENARIO = load_scenario(os.environ.get("LOADTEST_SCENARIO", DEFAULT_SCENARIO))
+# The services it may load: as loadtests.run resolved them from the inventory, else the local inventory's.
+_SERVICES = [s for s in os.environ.get("LOADTEST_SERVICES", "").split(",") if s] or None
+SCENARIO = load_scenario(os.environ.get("LOADTEST_SCENARIO", DEFAULT_SCENARIO), _SERVICES)
 API_KEY_FILE = Path(os.environ.get("LOADTEST_API_KEY_FILE", STATE_DIR / "gateway" / "first-api-key"))
 LEDGER_PATH = Path(
     os.environ.get("LOADTEST_LEDGER")

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from loadtests import inventory as inventory_facts
 from loadtests import scenario as scenario_mod
 from loadtests.accounting import Accounting, JobPoller
 from loadtests.alerts import AlertBook, WebhookReceiver
@@ -322,6 +323,7 @@ def _locust(run: Run, ledger: Path, key_file: Path) -> subprocess.Popen:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "LOADTEST_SCENARIO": str(run.scenario.path),
+        "LOADTEST_SERVICES": ",".join(run.args.loadable),
         "LOADTEST_LEDGER": str(ledger),
         "LOADTEST_API_KEY_FILE": str(key_file),
         "HARNESS_STATE_DIR": str(run.args.state_dir),
@@ -350,7 +352,15 @@ def _locust(run: Run, ledger: Path, key_file: Path) -> subprocess.Popen:
 
 
 def execute(args: argparse.Namespace) -> int:
-    scenario = scenario_mod.load_scenario(args.scenario)
+    # The services a scenario may load: the inventory's enabled services with a load user, those named by
+    # --service when the caller names the target's services.
+    named = {spec.partition(":")[0] for spec in args.service}
+    try:
+        loadable = scenario_mod.loadable_services(inventory_facts.services(args.inventory))
+    except (OSError, KeyError, ValueError) as exc:
+        raise Aborted(f"--inventory {args.inventory}: cannot read its service table: {exc}") from None
+    args.loadable = tuple(svc for svc in loadable if not named or svc in named)
+    scenario = scenario_mod.load_scenario(args.scenario, args.loadable)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.output_dir or args.state_dir / "loadtests" / f"{scenario.name}-{stamp}"
     out.mkdir(parents=True, exist_ok=True)

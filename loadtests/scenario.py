@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from loadtests import inventory as inventory_facts
 from loadtests.faults import KINDS as FAULT_KINDS
 from loadtests.faults import SERVICE_KINDS as FAULT_SERVICE_KINDS
 from loadtests.faults import Fault
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 DEFAULT_SCENARIO = "surge"
-# The users this package has; a mix entry names one of them.
-SERVICES = ("stt", "tts")
+# The job kinds this package has a Locust user for (loadtests/locustfile.py); a mix entry names an enabled service
+# of the inventory's table (harness_services) whose queue_type is one of them.
+LOAD_KINDS = ("stt", "tts")
 # Reference points an alert expectation can be timed from, besides the names of the scenario's actions.
 ANCHORS = ("load_start", "load_end")
 # Scenario bounds on HPA-driven timings are written for the fast profile (policy periods / 10).
@@ -167,7 +169,7 @@ class Scenario:
 
     @property
     def services(self) -> tuple[str, ...]:
-        return tuple(svc for svc in SERVICES if self.load.mix.get(svc, 0) > 0)
+        return tuple(sorted(svc for svc, weight in self.load.mix.items() if weight > 0))
 
     def budget_services(self) -> set[str]:
         touched: set[str] = set()
@@ -182,8 +184,9 @@ class Scenario:
 class _Checker:
     """Validation helpers that carry the file name into every message."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, services: tuple[str, ...]) -> None:
         self.source = source
+        self.services = services
 
     def fail(self, where: str, message: str) -> ScenarioError:
         return ScenarioError(f"{self.source}: {where}: {message}")
@@ -225,8 +228,12 @@ class _Checker:
         return raw
 
     def service(self, raw: Any, where: str) -> str:
-        if raw not in SERVICES:
-            raise self.fail(where, f"unknown service {_short(raw)}; allowed: {list(SERVICES)}")
+        if raw not in self.services:
+            raise self.fail(
+                where,
+                f"unknown service {_short(raw)}; allowed: {list(self.services)} (the enabled services of the "
+                f"inventory whose queue_type has a load user: {list(LOAD_KINDS)})",
+            )
         return raw
 
     def strings(self, raw: Any, where: str) -> tuple[str, ...]:
@@ -268,7 +275,7 @@ def _load(c: _Checker, raw: Any) -> Load:
     low, high = c.number(wait[0], "load.wait_s[0]"), c.number(wait[1], "load.wait_s[1]")
     if low > high:
         raise c.fail("load.wait_s", f"min {low:g} is greater than max {high:g}")
-    mix_raw = c.mapping(m["mix"], "load.mix", set(), set(SERVICES))
+    mix_raw = c.mapping(m["mix"], "load.mix", set(), set(c.services))
     mix = {c.service(k, "load.mix"): c.number(v, f"load.mix.{k}") for k, v in mix_raw.items()}
     if not any(mix.values()):
         raise c.fail("load.mix", f"needs at least one service with a weight above 0; got {dict(mix)}")
@@ -295,7 +302,7 @@ def _actions(c: _Checker, raw: Any) -> tuple[Action, ...]:
         budgets: dict[str, float] = {}
         if "set_monthly_budget_usd" in m:
             raw_budgets = c.mapping(
-                m["set_monthly_budget_usd"], f"{where}.set_monthly_budget_usd", set(), set(SERVICES)
+                m["set_monthly_budget_usd"], f"{where}.set_monthly_budget_usd", set(), set(c.services)
             )
             budgets = {
                 c.service(k, f"{where}.set_monthly_budget_usd"): c.number(
@@ -421,7 +428,7 @@ def _expect(
     m = c.mapping(raw, "expect", set(), keys)
 
     def per_service(key: str) -> Mapping[str, Any]:
-        section = c.mapping(m.get(key, {}), f"expect.{key}", set(), set(SERVICES))
+        section = c.mapping(m.get(key, {}), f"expect.{key}", set(), set(c.services))
         for svc in section:
             if svc not in mix_services:
                 raise c.fail(
@@ -481,7 +488,7 @@ def _expect(
     if "job_completion_s" in lat:
         raw_job = lat["job_completion_s"]
         if isinstance(raw_job, Mapping):
-            for svc, bound in c.mapping(raw_job, "expect.latency_p95.job_completion_s", set(), set(SERVICES)).items():
+            for svc, bound in c.mapping(raw_job, "expect.latency_p95.job_completion_s", set(), set(c.services)).items():
                 job_s[svc] = c.number(bound, f"expect.latency_p95.job_completion_s.{svc}", 0, strict=True)
         else:
             job_s["all"] = c.number(raw_job, "expect.latency_p95.job_completion_s", 0, strict=True)
@@ -502,8 +509,20 @@ def _expect(
     )
 
 
-def parse_scenario(raw: Any, source: str = "<scenario>", path: Path | None = None) -> Scenario:
-    c = _Checker(source)
+def loadable_services(services: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The names of the enabled table entries whose queue_type this package can drive."""
+    return tuple(
+        str(s["name"])
+        for s in services
+        if s.get("enabled", True) is True and s.get("queue_type", s["name"]) in LOAD_KINDS
+    )
+
+
+def parse_scenario(
+    raw: Any, source: str = "<scenario>", path: Path | None = None, services: Sequence[str] | None = None
+) -> Scenario:
+    """``services``: the names a scenario may give load to; by default the local inventory's (loadable_services)."""
+    c = _Checker(source, tuple(services) if services is not None else loadable_services(inventory_facts.services()))
     m = c.mapping(
         raw,
         "(top level)",
@@ -546,7 +565,7 @@ def available() -> list[str]:
     return sorted(p.stem for p in SCENARIO_DIR.glob("*.yml"))
 
 
-def load_scenario(name_or_path: str) -> Scenario:
+def load_scenario(name_or_path: str, services: Sequence[str] | None = None) -> Scenario:
     path = resolve_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -554,4 +573,4 @@ def load_scenario(name_or_path: str) -> Scenario:
         raise ScenarioError(f"{path}: no such scenario file; available by name: {available()}") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
-    return parse_scenario(raw, str(path), path)
+    return parse_scenario(raw, str(path), path, services)

@@ -19,15 +19,14 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from loadtests import inventory as inventory_facts
+
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("HARNESS_STATE_DIR", Path.home() / ".local/state/gpu-serving-harness/local"))
 KUBECONFIG = STATE / "kubeconfig"
 PORTS = yaml.safe_load((ROOT / "inventories/local/group_vars/all/ports.yml").read_text())
-SERVICES = {
-    s["name"]: s
-    for s in yaml.safe_load((ROOT / "inventories/local/group_vars/all/services.yml").read_text())["harness_services"]
-    if s.get("enabled", True)
-}
+# The enabled services of the local inventory (the harness role's table unless the inventory sets its own).
+SERVICES = {s["name"]: s for s in inventory_facts.services(ROOT / "inventories/local")}
 NAMESPACE = "model-serving"
 PROMETHEUS = f"http://127.0.0.1:{PORTS['prometheus_stack_prometheus_port']}"
 ALERTMANAGER = f"http://127.0.0.1:{PORTS['prometheus_stack_alertmanager_port']}"

@@ -4,11 +4,10 @@ bad value and what is allowed."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
-import yaml
 
+from loadtests import inventory as inventory_facts
 from loadtests.scenario import SCENARIO_DIR, ScenarioError, available, load_scenario, parse_scenario
 
 REQUIRED = {"surge", "soak", "budget-breach", "spike-to-max", "scale-to-min", "impossible", "smoke"}
@@ -84,9 +83,7 @@ def test_budget_breach_lowers_then_restores_and_expects_fire_and_resolve():
 
 
 def test_impossible_scenario_asks_for_more_than_the_policy_max():
-    services = yaml.safe_load(
-        (Path(__file__).resolve().parents[2] / "inventories/local/group_vars/all/services.yml").read_text()
-    )["harness_services"]
+    services = inventory_facts.services()
     maxima = {s["name"]: s["hpa"]["max"] for s in services}
     s = load_scenario("impossible")
     assert any(exp.at_least_replicas > maxima[svc] for svc, exp in s.expect.scale_up.items())

@@ -60,6 +60,7 @@ class Rendered:
 def rendered(tmp_path_factory) -> Rendered:
     out = tmp_path_factory.mktemp("rendered")
     vars_files = [
+        ROOT / "roles/harness/defaults/main.yml",
         ROOT / "roles/cost_tracking/defaults/main.yml",
         _prometheus_stack_defaults(),
         *sorted((ROOT / "inventories/local/group_vars/all").glob("*.yml")),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from loadtests import inventory as inventory_facts
 from tests.exporters.cost_sim import Simulation
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,7 +106,7 @@ def test_sustained_load_fires_the_forecast_alert_after_the_window_has_moved(tmp_
 def test_a_service_threshold_gets_its_own_rule(tmp_path):
     """budget_threshold_percent on a service table entry: that service alerts at its own share, the
     others at the global default. Rendered by Ansible from the local inventory with stt patched."""
-    services = yaml.safe_load((ROOT / "inventories/local/group_vars/all/services.yml").read_text())
+    services = {"harness_services": inventory_facts.services(ROOT / "inventories/local", enabled_only=False)}
     services["harness_services"][0]["budget_threshold_percent"] = 50
     (tmp_path / "services.yml").write_text(yaml.safe_dump(services))
     playbook = [
@@ -115,6 +116,7 @@ def test_a_service_threshold_gets_its_own_rule(tmp_path):
             "connection": "local",
             "gather_facts": False,
             "vars_files": [
+                str(ROOT / "roles/harness/defaults/main.yml"),
                 str(ROOT / "roles/cost_tracking/defaults/main.yml"),
                 str(ROOT / "inventories/local/group_vars/all/platform.yml"),
                 str(tmp_path / "services.yml"),

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from loadtests import inventory as inventory_facts
+
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location(
     "harness_capacity", REPO / "roles" / "preflight" / "filter_plugins" / "harness_capacity.py")
@@ -80,18 +82,18 @@ def test_quantity_problems_name_the_value():
 
 
 def test_the_shipped_inventories_fit():
-    services = yaml.safe_load((REPO / "inventories/local/group_vars/all/services.yml").read_text())["harness_services"]
     for target in ("gke", "eks", "self_managed"):
+        services = inventory_facts.services(REPO / "inventories" / target, enabled_only=False)
         gpu = yaml.safe_load((REPO / f"inventories/{target}/group_vars/all/gpu.yml").read_text())
         pools = gpu["harness_gpu_node_pools"]
         assert capacity.placement(pools, services, target)["ok"], target
 
 
 def test_the_preflight_knows_the_workers_the_worker_serves():
-    from workers.core.common import SERVICES
+    from workers.core.common import ENGINES
 
     known = yaml.safe_load((REPO / "roles/preflight/vars/main.yml").read_text())["_preflight_worker_services"]
-    assert sorted(known) == sorted(SERVICES)
+    assert sorted(known) == sorted(ENGINES)
 
 
 @pytest.mark.parametrize("command, name, expected", [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workers.core.common import SERVICES, Identity, MetricsEndpoint, QueuePolicy
+from workers.core.common import ENGINES, Identity, MetricsEndpoint, QueuePolicy
 from workers.core.env import ConfigError, Settings
 from workers.stt.config import SttConfig
 from workers.tts.config import TtsConfig
@@ -26,9 +26,9 @@ class WorkerConfig:
     @classmethod
     def from_settings(cls, s: Settings, service_arg: str | None = None) -> WorkerConfig:
         service = service_arg or s.text("SERVICE", "")
-        if service not in SERVICES:
+        if service not in ENGINES:
             name = "--service" if service_arg else "SERVICE"
-            raise ConfigError(name, service, "one of " + ", ".join(SERVICES))
+            raise ConfigError(name, service, "one of " + ", ".join(ENGINES))
         return cls(
             service=service,
             queue_name=s.name("QUEUE_NAME", service),

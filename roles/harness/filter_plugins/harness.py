@@ -1,0 +1,97 @@
+"""Filters shared by every role: the arithmetic the roles' Jinja used to do inline, in one place with tests.
+
+Pure functions of the inventory (no cluster is asked). tests/roles/test_harness_filters.py tests them directly,
+and loadtests/envelope.py loads this file to compute the policy the HPA was given with the same code that
+rendered it, so the judge and the template cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# Kubernetes' defaults when a behavior names no stabilization window (autoscaling/v2 API reference).
+DEFAULT_UP_STABILIZATION_S = 0
+DEFAULT_DOWN_STABILIZATION_S = 300
+
+
+class HarnessFilterError(ValueError):
+    """A value these filters cannot use; the message names it and what is allowed."""
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise HarnessFilterError(f"{what}={value!r}: a number is required")
+    return float(value)
+
+
+def scaled_seconds(seconds: Any, time_scale: Any, minimum: int = 0) -> int:
+    """``seconds`` divided by the profile's time scale, rounded half up, at least ``minimum``.
+
+    (The HPA template used to do this with Jinja's ``round``, which is Python's round-half-to-even, while the
+    load-test judge rounded half up: 45 s on the fast profile gave 4 in one and 5 in the other.)
+    """
+    s = _number(seconds, "seconds")
+    k = _number(time_scale, "time_scale")
+    if k <= 0:
+        raise HarnessFilterError(f"time_scale={time_scale!r}: must be > 0")
+    if s < 0:
+        raise HarnessFilterError(f"seconds={seconds!r}: must be >= 0")
+    return max(int(minimum), math.floor(s / k + 0.5))
+
+
+def _rules(raw: Mapping[str, Any], k: Any, default_window: int, where: str) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise HarnessFilterError(f"{where}={raw!r}: a mapping with period_seconds and percent and/or pods is required")
+    if "period_seconds" not in raw:
+        raise HarnessFilterError(f"{where}: period_seconds is required")
+    if "percent" not in raw and "pods" not in raw:
+        raise HarnessFilterError(f"{where}: give percent, pods or both")
+    period = scaled_seconds(raw["period_seconds"], k, minimum=1)
+    policies = [
+        {"type": kind, "value": int(_number(raw[key], f"{where}.{key}")), "periodSeconds": period}
+        for key, kind in (("percent", "Percent"), ("pods", "Pods"))
+        if key in raw
+    ]
+    window = scaled_seconds(raw.get("stabilization_seconds", default_window), k)
+    return {"stabilizationWindowSeconds": window, "selectPolicy": "Max", "policies": policies}
+
+
+def hpa_behavior(hpa: Mapping[str, Any], time_scale: Any) -> dict[str, Any]:
+    """The HPA ``behavior`` for a service table's ``hpa`` entry, periods and windows divided by ``time_scale``."""
+    if not isinstance(hpa, Mapping):
+        raise HarnessFilterError(f"hpa={hpa!r}: a mapping is required")
+    return {
+        "scaleUp": _rules(hpa.get("scale_up"), time_scale, DEFAULT_UP_STABILIZATION_S, "hpa.scale_up"),
+        "scaleDown": _rules(hpa.get("scale_down"), time_scale, DEFAULT_DOWN_STABILIZATION_S, "hpa.scale_down"),
+    }
+
+
+def _pairs(services: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    out = []
+    for svc in services:
+        if not isinstance(svc, Mapping) or "name" not in svc:
+            raise HarnessFilterError(f"service entry {svc!r}: a mapping with name (and queue) is required")
+        out.append((str(svc["name"]), str(svc.get("queue", svc["name"]))))
+    return out
+
+
+def service_args(services: Iterable[Mapping[str, Any]], flag: str = "--service") -> list[str]:
+    """``['--service=stt:stt', ...]``: name and queue of each service, for the doctor and the load test."""
+    return [f"{flag}={name}:{queue}" for name, queue in _pairs(services)]
+
+
+def queue_map(services: Iterable[Mapping[str, Any]]) -> str:
+    """The QUEUES setting (``queue:service,...``) the gateway and the queue exporter read."""
+    return ",".join(f"{queue}:{name}" for name, queue in _pairs(services))
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "harness_scaled_seconds": scaled_seconds,
+            "harness_hpa_behavior": hpa_behavior,
+            "harness_service_args": service_args,
+            "harness_queue_map": queue_map,
+        }
