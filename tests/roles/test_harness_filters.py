@@ -131,3 +131,43 @@ def test_the_rendered_hpa_is_what_the_judge_holds_it_to(tmp_path):
     assert [p.period_s for p in policy.up.policies] == [5]
     assert [p.period_s for p in policy.down.policies] == [3]
     assert policy.down.stabilization_s == 7
+
+
+def _pod(name, node, gpus=(1,), init=(), app="stt", limits_only=False):
+    def container(i, n):
+        key = "limits" if limits_only else "requests"
+        return {"name": f"c{i}", "resources": {key: {"nvidia.com/gpu": str(n)}} if n else {}}
+
+    return {
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": app}},
+        "spec": {
+            "nodeName": node,
+            "containers": [container(i, n) for i, n in enumerate(gpus)],
+            "initContainers": [container(i, n) for i, n in enumerate(init)],
+        },
+    }
+
+
+def test_gpu_requests_follow_the_schedulers_rule():
+    # containers add up; init containers run one at a time before them, so the largest one counts if larger
+    assert harness.pod_gpu_request(_pod("a", "n", gpus=(1, 1))) == 2
+    assert harness.pod_gpu_request(_pod("b", "n", gpus=(1,), init=(3, 2))) == 3
+    assert harness.pod_gpu_request(_pod("c", "n", gpus=(0,))) == 0
+    assert harness.pod_gpu_request(_pod("d", "n", gpus=(2,), limits_only=True)) == 2
+    with pytest.raises(harness.HarnessFilterError, match=r"pod e: nvidia.com/gpu='half' is not a whole number"):
+        harness.pod_gpu_request({"metadata": {"name": "e"},
+                                 "spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "half"}}}]}})
+
+
+def test_free_slots_count_only_other_pods_on_the_gpu_nodes():
+    nodes = [{"name": "gpu-0", "allocatable": 4}, {"name": "gpu-1", "allocatable": 4}]
+    pods = [
+        _pod("stt-1", "gpu-0"),
+        _pod("tts-1", "gpu-1", gpus=(1,), init=(2,)),
+        _pod("probe-1", "gpu-0", app="gpu-slot-probe"),  # the probe's own pods are not "other" pods
+        _pod("cpu-1", "system-0"),  # not on a GPU node
+        _pod("pending", None),
+    ]
+    assert harness.gpu_slots(pods, nodes, "gpu-slot-probe") == {"allocatable": 8, "used": 3, "free": 5}
+    assert harness.gpu_slots(pods, nodes) == {"allocatable": 8, "used": 4, "free": 4}
+    assert harness.gpu_slots(pods * 3, nodes)["free"] == 0  # never negative

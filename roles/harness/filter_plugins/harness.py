@@ -1,6 +1,7 @@
 """Filters shared by every role: the arithmetic the roles' Jinja used to do inline, in one place with tests.
 
-Pure functions of the inventory (no cluster is asked). tests/roles/test_harness_filters.py tests them directly,
+Pure functions of the inventory and of API objects the roles read (no cluster is asked).
+tests/roles/test_harness_filters.py tests them directly,
 and loadtests/envelope.py loads this file to compute the policy the HPA was given with the same code that
 rendered it, so the judge and the template cannot drift apart.
 """
@@ -87,6 +88,50 @@ def queue_map(services: Iterable[Mapping[str, Any]]) -> str:
     return ",".join(f"{queue}:{name}" for name, queue in _pairs(services))
 
 
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def _gpu_quantity(resources: Any, where: str) -> int:
+    if not isinstance(resources, Mapping):
+        return 0
+    for section in ("requests", "limits"):  # an extended resource may set only limits; requests then equal them
+        values = resources.get(section) or {}
+        if GPU_RESOURCE in values:
+            raw = values[GPU_RESOURCE]
+            try:
+                return int(str(raw))
+            except ValueError:
+                raise HarnessFilterError(f"{where}: {GPU_RESOURCE}={raw!r} is not a whole number") from None
+    return 0
+
+
+def pod_gpu_request(pod: Mapping[str, Any]) -> int:
+    """A pod's nvidia.com/gpu request as the scheduler counts it: the larger of its containers' sum and its
+    largest init container (init containers run one at a time, before the others)."""
+    spec = pod.get("spec") or {}
+    name = (pod.get("metadata") or {}).get("name", "?")
+    total = sum(_gpu_quantity(c.get("resources"), f"pod {name}") for c in spec.get("containers") or [])
+    init = max((_gpu_quantity(c.get("resources"), f"pod {name}") for c in spec.get("initContainers") or []), default=0)
+    return max(total, init)
+
+
+def gpu_slots(pods: Iterable[Mapping[str, Any]], nodes: Iterable[Mapping[str, Any]], exclude_app: str = "") -> dict:
+    """Free nvidia.com/gpu slots on ``nodes`` (entries with ``name`` and ``allocatable``): allocatable minus what
+    the pods bound to them request; pods labelled ``app.kubernetes.io/name=<exclude_app>`` are not counted."""
+    nodes = list(nodes)
+    names = {str(n["name"]) for n in nodes}
+    allocatable = sum(int(n.get("allocatable") or 0) for n in nodes)
+    used = 0
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if (pod.get("spec") or {}).get("nodeName") not in names:
+            continue
+        if exclude_app and (meta.get("labels") or {}).get("app.kubernetes.io/name") == exclude_app:
+            continue
+        used += pod_gpu_request(pod)
+    return {"allocatable": allocatable, "used": used, "free": max(allocatable - used, 0)}
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -94,4 +139,5 @@ class FilterModule:
             "harness_hpa_behavior": hpa_behavior,
             "harness_service_args": service_args,
             "harness_queue_map": queue_map,
+            "harness_gpu_slots": gpu_slots,
         }
