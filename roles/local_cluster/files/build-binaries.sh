@@ -6,16 +6,19 @@
 # prometheus-adapter are compiled once and cached, keyed by version. A warm run only checks stamps.
 #
 # Inputs (environment): K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION KSM_VERSION HARNESS_CACHE
-#   BUILD_NODE=1 also builds kubelet and kube-proxy for the local target's real node (roles/real_node).
+#   BUILD_NODE=1 also builds kubelet and kube-proxy for the local target's real node (roles/real_node);
+#   BUILD_NODE=only builds just those two (then only K8S_VERSION and HARNESS_CACHE are needed).
 # Output: $HARNESS_CACHE/bin/<component>-<version>/<binaries> and a .stamp file in each directory.
 # Progress goes to stdout, one line per step with elapsed seconds; exit code is non-zero on failure.
 set -euo pipefail
 
 : "${K8S_VERSION:?K8S_VERSION is required, e.g. 1.35.4}"
-: "${ETCD_VERSION:?ETCD_VERSION is required, e.g. 3.6.16}"
-: "${KWOK_VERSION:?KWOK_VERSION is required, e.g. 0.8.0}"
-: "${ADAPTER_VERSION:?ADAPTER_VERSION is required, e.g. 0.12.0}"
-: "${KSM_VERSION:?KSM_VERSION is required, e.g. 2.16.0}"
+if [ "${BUILD_NODE:-0}" != only ]; then
+  : "${ETCD_VERSION:?ETCD_VERSION is required, e.g. 3.6.16}"
+  : "${KWOK_VERSION:?KWOK_VERSION is required, e.g. 0.8.0}"
+  : "${ADAPTER_VERSION:?ADAPTER_VERSION is required, e.g. 0.12.0}"
+  : "${KSM_VERSION:?KSM_VERSION is required, e.g. 2.16.0}"
+fi
 : "${HARNESS_CACHE:?HARNESS_CACHE is required}"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -152,6 +155,7 @@ go_install() {  # name version out packages...
   finish "$out" "$name v$version" "$t"
 }
 
+if [ "${BUILD_NODE:-0}" = only ]; then build_kubernetes_node; log "done (total $((SECONDS - start_all))s)"; exit 0; fi
 build_kubernetes
 if [ "${BUILD_NODE:-0}" = 1 ]; then build_kubernetes_node; fi
 build_etcd

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Remove what the real node (roles/real_node) left on the host once its supervised programs are stopped:
+# containers and their shims, mounts under the state directory (deepest first), the pods' network namespaces,
+# the bridge, the iptables rules of kube-proxy, the CNI plugins and the node, the kubelet's cgroups, the state
+# directory; IPv4 forwarding goes back to what it was before the node.
+# usage: teardown.sh STATE_DIR BRIDGE KUBE_PROXY_BIN
+# Prints one "removed <what>" line per thing it removed (none: nothing was there).
+set -uo pipefail
+dir=${1:?state directory}; bridge=${2:?bridge name}; kube_proxy=${3:?kube-proxy binary}
+sock="$dir/containerd/containerd.sock"
+
+# Containers: kill each container's processes through its shim's children, then the shims of this containerd.
+shims=()
+for p in /proc/[0-9]*; do
+  cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+  case $cmd in *containerd-shim*"-address $sock "*) shims+=("${p#/proc/}") ;; esac
+done
+for s in "${shims[@]}"; do
+  for c in $(cat "/proc/$s/task/$s/children" 2>/dev/null); do kill -KILL "$c" 2>/dev/null && echo "removed container process $c"; done
+done
+for s in "${shims[@]}"; do kill -KILL "$s" 2>/dev/null && echo "removed shim $s"; done
+# Any other process still using the node's paths (a kubelet or containerd started by hand).
+for p in /proc/[0-9]*; do
+  cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+  case $cmd in
+    *"$dir/containerd"*|*"$dir/kubelet"*|*"$dir/kube-proxy"*) kill -KILL "${p#/proc/}" 2>/dev/null && echo "removed process ${p#/proc/}" ;;
+  esac
+done
+sleep 0.5
+
+# kube-proxy removes its own KUBE-* chains and rules.
+if [ -x "$kube_proxy" ] && iptables-save 2>/dev/null | grep -q 'KUBE-'; then
+  "$kube_proxy" --cleanup >/dev/null 2>&1; echo "removed kube-proxy iptables rules"
+fi
+
+# Mounts under the state directory, deepest first.
+findmnt -rn -o TARGET | awk -v d="$dir/" 'index($0, d) == 1' | awk '{print length, $0}' | sort -rn | cut -d' ' -f2- |
+  while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; echo "removed mount $m"; done
+
+# The pods' network namespaces (the CRI names them cni-*; podman's are netns-*).
+for ns in $(ls /var/run/netns 2>/dev/null | grep '^cni-'); do ip netns delete "$ns" && echo "removed netns $ns"; done
+
+# The bridge (veths go with their namespaces).
+if ip link show "$bridge" >/dev/null 2>&1; then ip link delete "$bridge" && echo "removed interface $bridge"; fi
+
+# iptables: the node's FORWARD rules, then what the portmap/bridge plugins left (CNI-* rules and chains).
+for t in filter nat mangle raw; do
+  iptables-save -t "$t" 2>/dev/null | grep -E '^-A .*(harness-real-node|-j CNI-)' | sed 's/^-A /-D /' |
+    while read -r rule; do eval "iptables -t $t $rule" && echo "removed iptables $t $rule"; done
+  for ch in $(iptables-save -t "$t" 2>/dev/null | sed -n 's/^:\(CNI-[^ ]*\) .*/\1/p'); do iptables -t "$t" -F "$ch"; done
+  for ch in $(iptables-save -t "$t" 2>/dev/null | sed -n 's/^:\(CNI-[^ ]*\) .*/\1/p'); do
+    iptables -t "$t" -X "$ch" && echo "removed iptables chain $t $ch"
+  done
+done
+
+# The kubelet's cgroups (cgroupfs driver), deepest first.
+for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+  [ -d "$c" ] || continue
+  find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
+  [ -d "$c" ] || echo "removed cgroup $c"
+done
+
+# IPv4 forwarding as it was before the node.
+if [ -f "$dir/ip_forward.before" ]; then
+  before=$(cat "$dir/ip_forward.before")
+  if [ "$(cat /proc/sys/net/ipv4/ip_forward)" != "$before" ]; then
+    echo "$before" >/proc/sys/net/ipv4/ip_forward && echo "removed ip_forward=1 (back to $before)"
+  fi
+fi
+
+if [ -e "$dir" ]; then rm -rf "$dir" && echo "removed directory $dir"; fi
+exit 0
