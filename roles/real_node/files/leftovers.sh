@@ -8,7 +8,7 @@ net=${cidr%/*}; prefix=${net%.*}   # e.g. 10.244.0 for 10.244.0.0/24
 
 # Processes: containerd with our config, its shims, kubelet and kube-proxy of this node (matched by their paths).
 for p in /proc/[0-9]*; do
-  cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+  cmd=$( (tr '\0' ' ' <"$p/cmdline") 2>/dev/null) || continue
   case $cmd in
     *"$dir/containerd"*|*"$dir/kubelet"*|*"$dir/kube-proxy"*|*"$dir/kubeconfig"*) echo "process ${p#/proc/} $cmd" ;;
   esac
@@ -22,10 +22,12 @@ ip -o link show "$bridge" 2>/dev/null | awk '{print "interface " $2}'
 ip -o link show master "$bridge" 2>/dev/null | awk '{print "interface " $2}'
 # Addresses of the pod network on any interface.
 ip -4 -o addr show 2>/dev/null | awk -v p="$prefix." 'index($4, p) == 1 {print "address " $2 " " $4}'
-# iptables rules and chains of kube-proxy (KUBE-*), the CNI plugins (CNI-*), and the node's own FORWARD rules.
-for t in filter nat mangle raw; do
-  iptables-save -t "$t" 2>/dev/null | grep -E 'KUBE-|CNI-|harness-real-node|'"$bridge"'|'"${prefix//./\\.}"'\.' |
-    sed "s/^/iptables $t /"
+# iptables and ip6tables rules and chains of the kubelet and kube-proxy (KUBE-*), the CNI plugins (CNI-*), and the node's own FORWARD rules.
+for ipt in iptables ip6tables; do
+  for t in filter nat mangle raw; do
+    "$ipt-save" -t "$t" 2>/dev/null | grep -E 'KUBE-|CNI-|harness-real-node|'"$bridge"'|'"${prefix//./\\.}"'\.' |
+      sed "s/^/$ipt $t /"
+  done
 done
 # cgroups the kubelet created (cgroupfs driver, cgroup v1).
 for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do [ -d "$c" ] && echo "cgroup $c"; done

@@ -12,7 +12,7 @@ sock="$dir/containerd/containerd.sock"
 # Containers: kill each container's processes through its shim's children, then the shims of this containerd.
 shims=()
 for p in /proc/[0-9]*; do
-  cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+  cmd=$( (tr '\0' ' ' <"$p/cmdline") 2>/dev/null) || continue
   case $cmd in *containerd-shim*"-address $sock "*) shims+=("${p#/proc/}") ;; esac
 done
 for s in "${shims[@]}"; do
@@ -21,7 +21,7 @@ done
 for s in "${shims[@]}"; do kill -KILL "$s" 2>/dev/null && echo "removed shim $s"; done
 # Any other process still using the node's paths (a kubelet or containerd started by hand).
 for p in /proc/[0-9]*; do
-  cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+  cmd=$( (tr '\0' ' ' <"$p/cmdline") 2>/dev/null) || continue
   case $cmd in
     *"$dir/containerd"*|*"$dir/kubelet"*|*"$dir/kube-proxy"*) kill -KILL "${p#/proc/}" 2>/dev/null && echo "removed process ${p#/proc/}" ;;
   esac
@@ -43,13 +43,16 @@ for ns in $(ls /var/run/netns 2>/dev/null | grep '^cni-'); do ip netns delete "$
 # The bridge (veths go with their namespaces).
 if ip link show "$bridge" >/dev/null 2>&1; then ip link delete "$bridge" && echo "removed interface $bridge"; fi
 
-# iptables: the node's FORWARD rules, then what the portmap/bridge plugins left (CNI-* rules and chains).
-for t in filter nat mangle raw; do
-  iptables-save -t "$t" 2>/dev/null | grep -E '^-A .*(harness-real-node|-j CNI-)' | sed 's/^-A /-D /' |
-    while read -r rule; do eval "iptables -t $t $rule" && echo "removed iptables $t $rule"; done
-  for ch in $(iptables-save -t "$t" 2>/dev/null | sed -n 's/^:\(CNI-[^ ]*\) .*/\1/p'); do iptables -t "$t" -F "$ch"; done
-  for ch in $(iptables-save -t "$t" 2>/dev/null | sed -n 's/^:\(CNI-[^ ]*\) .*/\1/p'); do
-    iptables -t "$t" -X "$ch" && echo "removed iptables chain $t $ch"
+# iptables (IPv4 and IPv6): the node's FORWARD rules, jumps into the chains of the kubelet (KUBE-FIREWALL,
+# KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT: `kube-proxy --cleanup` leaves those) and of the CNI plugins, then the
+# chains themselves, flushed before any is deleted since they jump to each other.
+for ipt in iptables ip6tables; do
+  for t in filter nat mangle raw; do
+    "$ipt-save" -t "$t" 2>/dev/null | grep -E '^-A [A-Z]+ .*(harness-real-node|-j (KUBE|CNI)-)' | sed 's/^-A /-D /' |
+      while read -r rule; do eval "$ipt -t $t $rule" && echo "removed $ipt $t $rule"; done
+    chains=$("$ipt-save" -t "$t" 2>/dev/null | sed -n 's/^:\(\(KUBE\|CNI\)-[^ ]*\) .*/\1/p')
+    for ch in $chains; do "$ipt" -t "$t" -F "$ch"; done
+    for ch in $chains; do "$ipt" -t "$t" -X "$ch" && echo "removed $ipt chain $t $ch"; done
   done
 done
 
