@@ -115,7 +115,8 @@ def test_a_pod_from_the_local_registry_runs_with_logs_and_exec(node):
     kubectl("wait", "--for=condition=Ready", "pod/hello", "--timeout=90s", timeout=100)
     obj = json.loads(kubectl("get", "pod", "hello", "-o", "json").stdout)
     assert obj["spec"]["nodeName"] == NODE
-    assert ipaddress.ip_address(obj["status"]["podIP"]) in ipaddress.ip_network(VARS["real_node_pod_cidr"]), obj["status"]
+    pod_ip = ipaddress.ip_address(obj["status"]["podIP"])
+    assert pod_ip in ipaddress.ip_network(VARS["real_node_pod_cidr"]), obj["status"]
     assert obj["status"]["containerStatuses"][0]["imageID"].startswith(f"{REGISTRY}/harness/busybox@sha256:")
     assert "hello-from-the-real-node" in kubectl("logs", "hello").stdout
     out = kubectl("exec", "hello", "--", "/bin/busybox", "sh", "-c", "echo exec-ok; /bin/busybox hostname").stdout
