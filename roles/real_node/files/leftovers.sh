@@ -31,6 +31,11 @@ for ipt in iptables ip6tables; do
 done
 # cgroups the kubelet created (cgroupfs driver, cgroup v1).
 for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do [ -d "$c" ] && echo "cgroup $c"; done
+# containerd 1.6's paths outside its root: the CNI result cache and shim sockets nothing listens on.
+ls /var/lib/cni/results 2>/dev/null | grep -E '^(harness-real-node|cni-loopback)-' | sed 's|^|cni-cache /var/lib/cni/results/|'
+listening=$(ss -xlnH 2>/dev/null | awk '{print $5}')
+for f in /run/containerd/s/*; do [ -S "$f" ] && ! grep -qxF "$f" <<<"$listening" && echo "socket $f"; done
+[ -d /run/containerd/runc/k8s.io ] && ls /run/containerd/runc/k8s.io | sed 's|^|runc-state /run/containerd/runc/k8s.io/|'
 # The state directory itself.
 [ -e "$dir" ] && echo "directory $dir"
 exit 0

@@ -71,5 +71,22 @@ if [ -f "$dir/ip_forward.before" ]; then
   fi
 fi
 
+# What containerd 1.6 keeps outside its configured root and state: the CNI result cache of each pod sandbox
+# (go-cni's fixed /var/lib/cni/results: our network's entries and the CRI's loopback entry per sandbox), shim sockets
+# no shim listens on any more (/run/containerd/s), and the directories the CRI created, when empty.
+for id in $(ls "$dir/containerd/root/io.containerd.grpc.v1.cri/sandboxes" 2>/dev/null); do
+  for f in /var/lib/cni/results/*-"$id"-*; do [ -e "$f" ] && rm -f "$f" && echo "removed $f"; done
+done
+for f in /var/lib/cni/results/harness-real-node-*; do [ -e "$f" ] && rm -f "$f" && echo "removed $f"; done
+listening=$(ss -xlnH 2>/dev/null | awk '{print $5}')
+for f in /run/containerd/s/*; do
+  [ -S "$f" ] || continue
+  grep -qxF "$f" <<<"$listening" || { rm -f "$f" && echo "removed stale shim socket $f"; }
+done
+for d in /run/containerd/s /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd /var/run/netns \
+    /var/lib/cni/results /var/lib/cni; do
+  [ -d "$d" ] && rmdir "$d" 2>/dev/null && echo "removed empty directory $d"
+done
+
 if [ -e "$dir" ]; then rm -rf "$dir" && echo "removed directory $dir"; fi
 exit 0
