@@ -35,6 +35,12 @@ NODE = VARS["real_node_name"]
 REGISTRY = f"127.0.0.1:{VARS['images_registry_port']}"
 IMAGE = f"{REGISTRY}/harness/busybox:1"
 LEFTOVERS = REPO / "roles/real_node/files/leftovers.sh"
+# Set by the bridge plugin (ip_forward) and the kubelet (its kernel defaults); teardown puts them back.
+SYSCTLS = ["net.ipv4.ip_forward", "vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops"]
+
+
+def sysctls() -> dict[str, str]:
+    return {k: subprocess.run(["sysctl", "-n", k], capture_output=True, text=True).stdout.strip() for k in SYSCTLS}
 
 
 def playbook(name: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -73,11 +79,12 @@ def node():
                if not Path(p).exists()]
     assert not missing, f"missing {missing}: run scripts/bootstrap.sh"
     playbook("teardown.yml")  # an earlier run that stopped halfway
+    before = sysctls()
     started = time.monotonic()
     r = playbook("converge.yml")
     assert r.returncode == 0, r.stdout[-6000:]
     print(f"converge: {time.monotonic() - started:.1f}s")
-    yield
+    yield before
     if STATE.exists():  # the teardown test did not run or failed: leave nothing behind anyway
         playbook("teardown.yml")
 
@@ -139,5 +146,6 @@ def test_teardown_leaves_nothing(node):
     assert r.returncode == 0, r.stdout[-6000:]
     assert leftovers() == ""
     assert not STATE.exists()
+    assert sysctls() == node, "the host's sysctls differ from before the node"
     assert shutil.which("ip") and VARS["real_node_bridge"] not in subprocess.run(
         ["ip", "-o", "link"], capture_output=True, text=True).stdout

@@ -2,7 +2,7 @@
 # Remove what the real node (roles/real_node) left on the host once its supervised programs are stopped:
 # containers and their shims, mounts under the state directory (deepest first), the pods' network namespaces,
 # the bridge, the iptables rules of kube-proxy, the CNI plugins and the node, the kubelet's cgroups, the state
-# directory; IPv4 forwarding goes back to what it was before the node.
+# directory; the sysctls the node changed go back to what they were before it.
 # usage: teardown.sh STATE_DIR BRIDGE KUBE_PROXY_BIN
 # Prints one "removed <what>" line per thing it removed (none: nothing was there).
 set -uo pipefail
@@ -63,12 +63,12 @@ for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
   [ -d "$c" ] || echo "removed cgroup $c"
 done
 
-# IPv4 forwarding as it was before the node.
-if [ -f "$dir/ip_forward.before" ]; then
-  before=$(cat "$dir/ip_forward.before")
-  if [ "$(cat /proc/sys/net/ipv4/ip_forward)" != "$before" ]; then
-    echo "$before" >/proc/sys/net/ipv4/ip_forward && echo "removed ip_forward=1 (back to $before)"
-  fi
+# The sysctls as they were before the node (IPv4 forwarding, the kubelet's kernel defaults).
+if [ -f "$dir/sysctl.before" ]; then
+  while IFS='=' read -r key value; do
+    [ -n "$key" ] && [ "$(sysctl -n "$key" 2>/dev/null)" != "$value" ] || continue
+    sysctl -qw "$key=$value" && echo "restored sysctl $key=$value"
+  done <"$dir/sysctl.before"
 fi
 
 # What containerd 1.6 keeps outside its configured root and state: the CNI result cache of each pod sandbox
