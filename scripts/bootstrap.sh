@@ -12,7 +12,10 @@ say() { printf '[bootstrap %4ds] %s\n' "$((SECONDS - t0))" "$*"; }
 
 # podman, netavark (its network backend; only a recommendation of podman), buildah, skopeo, runc, uidmap:
 # the image builder (roles/images); docker-registry: the local registry.
-apt_packages=(redis-server prometheus prometheus-alertmanager debootstrap sox podman netavark buildah skopeo runc uidmap docker-registry)
+# containerd, containernetworking-plugins, iptables, conntrack: the real node (roles/real_node);
+# busybox-static: the one binary of the real node's test image.
+apt_packages=(redis-server prometheus prometheus-alertmanager debootstrap sox podman netavark buildah skopeo runc uidmap docker-registry
+  containerd containernetworking-plugins iptables conntrack busybox-static)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -21,7 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo_ apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts these as system services on install; the harness runs its own instances on its own ports.
-  for s in redis-server prometheus prometheus-alertmanager docker-registry; do $sudo_ service "$s" stop >/dev/null 2>&1 || true; done
+  for s in redis-server prometheus prometheus-alertmanager docker-registry containerd; do $sudo_ service "$s" stop >/dev/null 2>&1 || true; done
 fi
 say "Debian packages present"
 
@@ -30,6 +33,8 @@ say "Debian packages present"
 version() { sed -n "s/^local_cluster_$1_version: \"\(.*\)\"$/\1/p" "$here/roles/local_cluster/defaults/main.yml"; }
 export K8S_VERSION=$(version kubernetes) ETCD_VERSION=$(version etcd) KWOK_VERSION=$(version kwok) \
   ADAPTER_VERSION=$(version prometheus_adapter) KSM_VERSION=$(version kube_state_metrics)
+# kubelet and kube-proxy for the real node: BUILD_NODE=1 (the real_node role builds them itself when enabled).
+export BUILD_NODE=${BUILD_NODE:-0}
 for v in K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION KSM_VERSION; do
   [ -n "${!v}" ] || { echo "bootstrap: could not read $v from roles/local_cluster/defaults/main.yml" >&2; exit 1; }
 done

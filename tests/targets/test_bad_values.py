@@ -73,6 +73,14 @@ CASES = [
                                                                     "effect": "NoEffect"}}, "effect"),
     # The controller stands in for the GPU host: this machine is Debian 12, for which NVIDIA publishes no driver container.
     ("self_managed", "node_prep", "main", {"node_prep_driver_from_operator": True}, "node_prep_driver_from_operator"),
+    # The local target's real node: its network stays inside the machine, its ports are ports.
+    ("local", "real_node", "main", {"real_node_pod_cidr": "10.244.0.0/33"}, "real_node_pod_cidr"),
+    ("local", "real_node", "main", {"real_node_pod_cidr": "10.244.0.5/24"}, "real_node_pod_cidr"),
+    ("local", "real_node", "main", {"real_node_ip": "10.245.0.1"}, "real_node_ip"),
+    ("local", "real_node", "main", {"real_node_kubelet_port": 70000}, "real_node_kubelet_port"),
+    ("local", "real_node", "main", {"real_node_kube_proxy_healthz_port": 16250}, "ports must differ"),
+    ("local", "real_node", "main", {"real_node_insecure_registries": ["registry.example.com:5000"]},
+     "real_node_insecure_registries"),
 ]
 # A looped assert reports "One or more items failed"; the item's own message is the one a user reads.
 FIRST_MESSAGE = ("{{ (ansible_failed_result.results | default([]) | selectattr('failed', 'defined') | selectattr('failed')"

@@ -6,15 +6,19 @@
 # prometheus-adapter are compiled once and cached, keyed by version. A warm run only checks stamps.
 #
 # Inputs (environment): K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION KSM_VERSION HARNESS_CACHE
+#   BUILD_NODE=1 also builds kubelet and kube-proxy for the local target's real node (roles/real_node);
+#   BUILD_NODE=only builds just those two (then only K8S_VERSION and HARNESS_CACHE are needed).
 # Output: $HARNESS_CACHE/bin/<component>-<version>/<binaries> and a .stamp file in each directory.
 # Progress goes to stdout, one line per step with elapsed seconds; exit code is non-zero on failure.
 set -euo pipefail
 
 : "${K8S_VERSION:?K8S_VERSION is required, e.g. 1.35.4}"
-: "${ETCD_VERSION:?ETCD_VERSION is required, e.g. 3.6.16}"
-: "${KWOK_VERSION:?KWOK_VERSION is required, e.g. 0.8.0}"
-: "${ADAPTER_VERSION:?ADAPTER_VERSION is required, e.g. 0.12.0}"
-: "${KSM_VERSION:?KSM_VERSION is required, e.g. 2.16.0}"
+if [ "${BUILD_NODE:-0}" != only ]; then
+  : "${ETCD_VERSION:?ETCD_VERSION is required, e.g. 3.6.16}"
+  : "${KWOK_VERSION:?KWOK_VERSION is required, e.g. 0.8.0}"
+  : "${ADAPTER_VERSION:?ADAPTER_VERSION is required, e.g. 0.12.0}"
+  : "${KSM_VERSION:?KSM_VERSION is required, e.g. 2.16.0}"
+fi
 : "${HARNESS_CACHE:?HARNESS_CACHE is required}"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -41,11 +45,20 @@ quiet() {
 built() { [ -f "$1/.stamp" ]; }
 finish() { date -u +%FT%TZ >"$1/.stamp"; log "$2 ready in $1 ($(($SECONDS - $3))s)"; }
 
-build_kubernetes() {
-  local out="$BIN/kubernetes-v$K8S_VERSION" t=$SECONDS
-  if built "$out"; then log "kubernetes v$K8S_VERSION cached in $out"; return; fi
-  local staging="0.${K8S_VERSION#1.}" mod="$WORK/kubernetes-v$K8S_VERSION"
-  log "kubernetes v$K8S_VERSION: resolving modules (staging v$staging)"
+# Version stamps so `/version` and `kubelet --version` say which release this is.
+k8s_ldflags() {
+  local minor="${K8S_VERSION#*.}" ldf="-s -w" pkg; minor="${minor%%.*}"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldf+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%FT%TZ)"
+  done
+  printf '%s' "$ldf"
+}
+
+# Point a fresh module at k8s.io/kubernetes with each staging module replaced by its published version.
+k8s_module() {  # dir
+  local mod=$1 staging="0.${K8S_VERSION#1.}"
+  log "kubernetes v$K8S_VERSION: resolving modules in $mod (staging v$staging)"
   rm -rf "$mod" && mkdir -p "$mod" && cd "$mod"
   go mod init local/k8sbuild >/dev/null 2>&1
   go mod download k8s.io/kubernetes@"v$K8S_VERSION"
@@ -55,16 +68,17 @@ build_kubernetes() {
   for m in $(grep -oE '=> \./staging/src/k8s\.io/[a-z0-9-]+' "$gomod" | sed 's|=> ./staging/src/||' | sort -u); do
     go mod edit -replace="$m=$m@v$staging"
   done
+}
+
+build_kubernetes() {
+  local out="$BIN/kubernetes-v$K8S_VERSION" t=$SECONDS
+  if built "$out"; then log "kubernetes v$K8S_VERSION cached in $out"; return; fi
+  k8s_module "$WORK/kubernetes-v$K8S_VERSION"
   # `go get` of the command packages (not just the module) records go.sum entries for every import.
   local cmds="kube-apiserver kube-controller-manager kube-scheduler kubectl" pkgs=() c
   for c in $cmds; do pkgs+=("k8s.io/kubernetes/cmd/$c@v$K8S_VERSION"); done
   quiet go get "${pkgs[@]}"
-  local minor="${K8S_VERSION#*.}"; minor="${minor%%.*}"
-  local ldf="-s -w"
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldf+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    ldf+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%FT%TZ)"
-  done
+  local ldf; ldf=$(k8s_ldflags)
   mkdir -p "$out.tmp"
   log "kubernetes v$K8S_VERSION: compiling kube-apiserver kube-controller-manager kube-scheduler kubectl (cold: 15-30 min on 2 cores)"
   # Report progress while the compiler runs: the number of packages in the build cache grows.
@@ -76,6 +90,27 @@ build_kubernetes() {
   kill "$ticker" 2>/dev/null || true
   rm -rf "$out" && mv "$out.tmp" "$out"
   finish "$out" "kubernetes v$K8S_VERSION" "$t"
+}
+
+# The real node's kubelet and kube-proxy: same source and module set as the control plane, so a warm
+# build cache from build_kubernetes makes this about 7 minutes on 2 cores instead of a second cold build.
+build_kubernetes_node() {
+  local out="$BIN/kubernetes-node-v$K8S_VERSION" t=$SECONDS
+  if built "$out"; then log "kubelet/kube-proxy v$K8S_VERSION cached in $out"; return; fi
+  k8s_module "$WORK/kubernetes-node-v$K8S_VERSION"
+  local pkgs=("k8s.io/kubernetes/cmd/kubelet@v$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-proxy@v$K8S_VERSION")
+  quiet go get "${pkgs[@]}"
+  local ldf; ldf=$(k8s_ldflags)
+  mkdir -p "$out.tmp"
+  log "kubernetes v$K8S_VERSION: compiling kubelet kube-proxy (about 7 min on 2 cores with a warm build cache)"
+  ( while sleep 60; do log "kubelet/kube-proxy: still compiling, build cache $(du -sh "$GOCACHE" 2>/dev/null | cut -f1)"; done ) &
+  local ticker=$!
+  if ! quiet go build -trimpath -ldflags "$ldf" -o "$out.tmp/" "${pkgs[@]%@*}"; then
+    kill "$ticker" 2>/dev/null; return 1
+  fi
+  kill "$ticker" 2>/dev/null || true
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  finish "$out" "kubelet/kube-proxy v$K8S_VERSION" "$t"
 }
 
 build_etcd() {
@@ -120,7 +155,9 @@ go_install() {  # name version out packages...
   finish "$out" "$name v$version" "$t"
 }
 
+if [ "${BUILD_NODE:-0}" = only ]; then build_kubernetes_node; log "done (total $((SECONDS - start_all))s)"; exit 0; fi
 build_kubernetes
+if [ "${BUILD_NODE:-0}" = 1 ]; then build_kubernetes_node; fi
 build_etcd
 go_install kwok "$KWOK_VERSION" "$BIN/kwok-v$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
 build_as_dependency prometheus-adapter "$ADAPTER_VERSION" sigs.k8s.io/prometheus-adapter \
