@@ -56,10 +56,6 @@ def services(inventory: Path | str = DEFAULT_INVENTORY, enabled_only: bool = Tru
     return [s for s in table if s.get("enabled", True) is True or not enabled_only]
 
 
-def service_names(inventory: Path | str = DEFAULT_INVENTORY, enabled_only: bool = True) -> tuple[str, ...]:
-    return tuple(str(s["name"]) for s in services(inventory, enabled_only))
-
-
 def timing(inventory: Path | str = DEFAULT_INVENTORY) -> tuple[str, dict[str, Any]]:
     """The profile name and its clock (harness_profiles[harness_profile])."""
     f = facts(inventory)
