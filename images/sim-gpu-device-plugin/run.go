@@ -95,7 +95,12 @@ func register(ctx context.Context, cfg Config) error {
 	return err
 }
 
-const maxRegisterBackoff = 30 * time.Second
+// A refused or failed registration is retried after 250ms, then twice as late each time, at most every 30s (a
+// kubelet.sock can exist a moment before the kubelet listens on it).
+const (
+	minRegisterBackoff = 250 * time.Millisecond
+	maxRegisterBackoff = 30 * time.Second
+)
 
 // Run serves the plugin until ctx ends: it keeps its socket served, registers with the kubelet whenever there is a
 // kubelet.sock it has not registered with (a kubelet restart creates a new one and wipes the plugin's socket: the
@@ -124,10 +129,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		srv        *pluginServer
 		serveDone  <-chan error
 		registered fileID // the kubelet.sock registered with; zero: not registered
-		recreated  bool   // fsnotify saw kubelet.sock created since the last registration
 		backoff    time.Duration
 		nextTry    time.Time
-		lastErr    string // the last problem logged, so that a waiting plugin logs it once
+		retry      <-chan time.Time // fires at nextTry after a failed registration
+		lastErr    string           // the last problem logged, so that a waiting plugin logs it once
 	)
 	problem := func(msg string, args ...any) {
 		if s := fmt.Sprint(msg, args); s != lastErr {
@@ -160,7 +165,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}
 		}
 		kid, present := statSocket(kubelet)
-		if registered != (fileID{}) && (!present || kid != registered || recreated) {
+		if registered != (fileID{}) && (!present || kid != registered) {
 			if present {
 				log.Info("kubelet restarted (kubelet.sock recreated); restarting server", "kubelet_socket", kubelet)
 			} else {
@@ -169,7 +174,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			stopServer()
 			registered, backoff, nextTry = fileID{}, 0, time.Time{}
 		}
-		recreated = false
 		if srv == nil {
 			s, err := startServer(cfg, log)
 			if err != nil {
@@ -186,8 +190,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			if ctx.Err() != nil {
 				return
 			}
-			backoff = min(max(2*backoff, cfg.PollInterval), maxRegisterBackoff)
-			nextTry = time.Now().Add(backoff)
+			backoff = min(max(2*backoff, minRegisterBackoff), maxRegisterBackoff)
+			nextTry, retry = time.Now().Add(backoff), time.After(backoff)
 			problem("registration failed; retrying", "kubelet_socket", kubelet, "error", err, "retry_in", backoff)
 			return
 		}
@@ -201,9 +205,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		case <-ctx.Done():
 			return nil
 		case ev := <-events:
-			if ev.Name == kubelet && ev.Has(fsnotify.Create) {
-				recreated = registered != (fileID{})
-			}
+			// inotify makes the reaction prompt; the comparison of file IDs in reconcile decides.
 			if ev.Name == kubelet || ev.Name == own || ev.Name == cfg.KubeletDir {
 				reconcile()
 			}
@@ -215,6 +217,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			registered = fileID{}
 			reconcile()
 		case <-tick.C:
+			reconcile()
+		case <-retry:
+			retry = nil
 			reconcile()
 		}
 	}
