@@ -132,6 +132,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		backoff    time.Duration
 		nextTry    time.Time
 		retry      <-chan time.Time // fires at nextTry after a failed registration
+		failedOn   fileID           // the kubelet.sock the last registration failed on
 		lastErr    string           // the last problem logged, so that a waiting plugin logs it once
 	)
 	problem := func(msg string, args ...any) {
@@ -183,6 +184,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			srv, serveDone = s, s.done
 			log.Info("serving", "socket", own)
 		}
+		if present && kid != failedOn {
+			backoff, nextTry = 0, time.Time{} // a new kubelet.sock: try it at once
+		}
 		if !present || registered != (fileID{}) || time.Now().Before(nextTry) {
 			return
 		}
@@ -191,11 +195,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 				return
 			}
 			backoff = min(max(2*backoff, minRegisterBackoff), maxRegisterBackoff)
-			nextTry, retry = time.Now().Add(backoff), time.After(backoff)
+			nextTry, retry, failedOn = time.Now().Add(backoff), time.After(backoff), kid
 			problem("registration failed; retrying", "kubelet_socket", kubelet, "error", err, "retry_in", backoff)
 			return
 		}
-		registered, backoff, lastErr = kid, 0, ""
+		registered, backoff, lastErr, failedOn = kid, 0, "", fileID{}
 		log.Info("registered", "resource", cfg.ResourceName, "endpoint", cfg.SocketName, "kubelet_socket", kubelet)
 	}
 

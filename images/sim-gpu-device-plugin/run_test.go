@@ -257,6 +257,30 @@ func TestRetriesRefusedRegistration(t *testing.T) {
 	k.next(t)
 }
 
+// A stale kubelet.sock (nobody listening) backs the retries off; the kubelet.sock of a starting kubelet is tried at
+// once, not after the backoff.
+func TestNewKubeletSocketSkipsBackoff(t *testing.T) {
+	dir := shortDir(t)
+	cfg := testConfig(dir, 1, 1)
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.KubeletSocketPath(), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+	_, logs := startPlugin(t, cfg)
+	waitLog(t, logs, "registration failed", 4) // after 250ms, 500ms, 1s: the next try is 2s away
+	if err := os.Remove(cfg.KubeletSocketPath()); err != nil {
+		t.Fatal(err)
+	}
+	k := newFakeKubelet(t, dir)
+	select {
+	case <-k.regs:
+	case <-time.After(time.Second):
+		t.Fatalf("no registration within 1s of a new kubelet.sock:\n%s", logs)
+	}
+}
+
 func TestListAndWatch(t *testing.T) {
 	dir := shortDir(t)
 	k := newFakeKubelet(t, dir)
