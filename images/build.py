@@ -56,6 +56,9 @@ class Image:
     push: bool = True
     optional: bool = False
     binaries: list[dict] = field(default_factory=list)
+    # The project's own Go commands, compiled from the repository into bin/ of the build context:
+    # {dir: <module directory in the repo>, binary: <name>}. Their source is in `context`, so it is hashed.
+    go_build: list[dict] = field(default_factory=list)
     content_hash: str = ""
 
 
@@ -67,8 +70,12 @@ def load_spec(path: Path = SPEC) -> tuple[dict, list[Image]]:
         img = Image(
             name=entry["name"], parent=entry["from"], context=list(entry["context"]),
             push=entry.get("push", True), optional=entry.get("optional", False),
-            binaries=list(entry.get("binaries", [])),
+            binaries=list(entry.get("binaries", [])), go_build=list(entry.get("go_build", [])),
         )
+        for g in img.go_build:
+            if not any(g.get("dir") == c or str(g.get("dir", "")).startswith(c.rstrip("/") + "/") for c in img.context):
+                raise BuildError(f"images.yml: {img.name} compiles {g.get('dir')!r}, which is not in its context "
+                                 "(the source must be hashed)")
         if img.parent not in names:
             raise BuildError(f"images.yml: {img.name} is built from {img.parent!r}, which is not defined before it")
         if not (REPO / "images" / img.name / "Containerfile").is_file():
@@ -228,6 +235,24 @@ def stage_context(img: Image, dest: Path, bin_dir: Path) -> None:
     for b in binary_paths(img, bin_dir):
         (dest / "bin").mkdir(exist_ok=True)
         shutil.copy2(b, dest / "bin" / b.name)
+    for g in img.go_build:
+        (dest / "bin").mkdir(exist_ok=True)
+        go_build(REPO / g["dir"], dest / "bin" / g["binary"], bin_dir.parent / "go")
+
+
+def go_build(module: Path, out: Path, go_cache: Path) -> None:
+    """Compile a Go command of the project's own (static, no cgo), with the module and build caches the control
+    plane's builds share: the first build downloads and compiles its modules, later ones take seconds."""
+    go = shutil.which("go")
+    if go is None:
+        raise BuildError(f"{module.relative_to(REPO)}: compiling it needs Go (1.25 or later) on PATH")
+    env = dict(os.environ, GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false",
+               GOMODCACHE=str(go_cache / "mod"), GOCACHE=str(go_cache / "build"))
+    say(f"go build {module.relative_to(REPO)} -> {out.name}")
+    r = subprocess.run([go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(out), "."], cwd=module, env=env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BuildError(f"go build in {module.relative_to(REPO)} failed:\n{r.stderr[-3000:]}")
 
 
 def revision() -> str:

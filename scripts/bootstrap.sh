@@ -13,9 +13,10 @@ say() { printf '[bootstrap %4ds] %s\n' "$((SECONDS - t0))" "$*"; }
 # podman, netavark (its network backend; only a recommendation of podman), buildah, skopeo, runc, uidmap:
 # the image builder (roles/images); docker-registry: the local registry.
 # containerd, containernetworking-plugins, iptables, conntrack: the real node (roles/real_node);
-# busybox-static: the one binary of the real node's test image.
+# busybox-static: the one binary of the real node's test image; socat: the relay from the node's IP to the apiserver;
+# ipset: the teardown removes the sets kube-router (the node's NetworkPolicy firewall) made.
 apt_packages=(redis-server prometheus prometheus-alertmanager debootstrap sox podman netavark buildah skopeo runc uidmap docker-registry
-  containerd containernetworking-plugins iptables conntrack busybox-static)
+  containerd containernetworking-plugins iptables conntrack busybox-static socat ipset)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -32,10 +33,12 @@ say "Debian packages present"
 # they run side by side, which saves most of the shorter one's time. Each prints its own progress lines.
 version() { sed -n "s/^local_cluster_$1_version: \"\(.*\)\"$/\1/p" "$here/roles/local_cluster/defaults/main.yml"; }
 export K8S_VERSION=$(version kubernetes) ETCD_VERSION=$(version etcd) KWOK_VERSION=$(version kwok) \
-  ADAPTER_VERSION=$(version prometheus_adapter) KSM_VERSION=$(version kube_state_metrics)
+  ADAPTER_VERSION=$(version prometheus_adapter) KSM_VERSION=$(version kube_state_metrics) \
+  COREDNS_VERSION=$(version coredns) METRICS_SERVER_VERSION=$(version metrics_server) \
+  KUBE_ROUTER_VERSION=$(version kube_router)
 # kubelet and kube-proxy for the real node: BUILD_NODE=1 (the real_node role builds them itself when enabled).
 export BUILD_NODE=${BUILD_NODE:-0}
-for v in K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION KSM_VERSION; do
+for v in K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION KSM_VERSION COREDNS_VERSION METRICS_SERVER_VERSION KUBE_ROUTER_VERSION; do
   [ -n "${!v}" ] || { echo "bootstrap: could not read $v from roles/local_cluster/defaults/main.yml" >&2; exit 1; }
 done
 "$here/roles/local_cluster/files/build-binaries.sh" &

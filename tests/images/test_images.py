@@ -34,7 +34,7 @@ def words(text: str) -> str:
 
 @pytest.mark.parametrize("name", ["gateway", "stt-worker", "tts-worker", "queue-exporter", "gpu-exporter",
                                   "cost-exporter", "redis", "prometheus", "alertmanager", "prometheus-adapter",
-                                  "kube-state-metrics"])
+                                  "kube-state-metrics", "coredns", "metrics-server"])
 def test_image_is_non_root_labelled_and_carries_no_secret(images: dict[str, str], name: str) -> None:
     info = inspect(images[name])
     user = info["Config"].get("User", "")
@@ -83,6 +83,18 @@ def test_go_component_images_run_their_binaries(images: dict[str, str]) -> None:
     adapter = podman("run", "--rm", "--read-only", "--network", "none", images["prometheus-adapter"], "--help",
                      check=False)
     assert "--prometheus-url" in adapter.stdout + adapter.stderr, adapter.stdout + adapter.stderr
+    coredns = podman("run", "--rm", "--read-only", "--network", "none", images["coredns"], "-version")
+    assert "CoreDNS-1.14.7" in coredns.stdout, coredns.stdout + coredns.stderr
+    ms = podman("run", "--rm", "--read-only", "--network", "none", images["metrics-server"], "--version")
+    assert "v0.8.0" in ms.stdout + ms.stderr, ms.stdout + ms.stderr
+    # kube-router runs as root (a node firewall); it needs the nf_tables iptables and ipset it drives.
+    kr = podman("run", "--rm", "--read-only", "--network", "none", "--entrypoint", "/bin/sh", images["kube-router"],
+                "-c", "kube-router --version; iptables --version; ipset --version")
+    assert "v2.1.0" in kr.stdout and "(nf_tables)" in kr.stdout and "ipset v7" in kr.stdout, kr.stdout + kr.stderr
+    # The project's device plugin, compiled by build.py from images/sim-gpu-device-plugin: a bad value is named.
+    dp = podman("run", "--rm", "--read-only", "--network", "none", images["sim-gpu-device-plugin"], "--gpus", "0",
+                check=False)
+    assert dp.returncode == 2 and '--gpus "0"' in dp.stderr, dp.stdout + dp.stderr
 
 
 def fake_kubeconfig(tmp_path: Path) -> Path:

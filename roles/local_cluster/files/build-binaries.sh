@@ -5,7 +5,9 @@
 # real kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok/kwokctl and
 # prometheus-adapter are compiled once and cached, keyed by version. A warm run only checks stamps.
 #
-# Inputs (environment): K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION KSM_VERSION HARNESS_CACHE
+# Inputs (environment): K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION KSM_VERSION COREDNS_VERSION
+#   METRICS_SERVER_VERSION KUBE_ROUTER_VERSION HARNESS_CACHE (CoreDNS, metrics-server and kube-router are the real
+#   node's add-ons: their images are built with the others, so they are built here too)
 #   BUILD_NODE=1 also builds kubelet and kube-proxy for the local target's real node (roles/real_node);
 #   BUILD_NODE=only builds just those two (then only K8S_VERSION and HARNESS_CACHE are needed).
 # Output: $HARNESS_CACHE/bin/<component>-<version>/<binaries> and a .stamp file in each directory.
@@ -18,6 +20,9 @@ if [ "${BUILD_NODE:-0}" != only ]; then
   : "${KWOK_VERSION:?KWOK_VERSION is required, e.g. 0.8.0}"
   : "${ADAPTER_VERSION:?ADAPTER_VERSION is required, e.g. 0.12.0}"
   : "${KSM_VERSION:?KSM_VERSION is required, e.g. 2.16.0}"
+  : "${COREDNS_VERSION:?COREDNS_VERSION is required, e.g. 1.14.7}"
+  : "${METRICS_SERVER_VERSION:?METRICS_SERVER_VERSION is required, e.g. 0.8.0}"
+  : "${KUBE_ROUTER_VERSION:?KUBE_ROUTER_VERSION is required, e.g. 2.1.0}"
 fi
 : "${HARNESS_CACHE:?HARNESS_CACHE is required}"
 
@@ -164,4 +169,14 @@ build_as_dependency prometheus-adapter "$ADAPTER_VERSION" sigs.k8s.io/prometheus
   sigs.k8s.io/prometheus-adapter/cmd/adapter adapter "-s -w"
 build_as_dependency kube-state-metrics "$KSM_VERSION" k8s.io/kube-state-metrics/v2 k8s.io/kube-state-metrics/v2 \
   kube-state-metrics "-s -w -X k8s.io/kube-state-metrics/v2/pkg/version.Version=v$KSM_VERSION"
+# CoreDNS, metrics-server and kube-router have no replaces: built as dependencies like the adapter. CoreDNS's version
+# variable is what `coredns -version` prints.
+build_as_dependency coredns "$COREDNS_VERSION" github.com/coredns/coredns github.com/coredns/coredns coredns \
+  "-s -w -X github.com/coredns/coredns/coremain.GitCommit=v$COREDNS_VERSION"
+build_as_dependency metrics-server "$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server \
+  sigs.k8s.io/metrics-server/cmd/metrics-server metrics-server \
+  "-s -w -X k8s.io/client-go/pkg/version.gitVersion=v$METRICS_SERVER_VERSION"
+build_as_dependency kube-router "$KUBE_ROUTER_VERSION" github.com/cloudnativelabs/kube-router/v2 \
+  github.com/cloudnativelabs/kube-router/v2/cmd/kube-router kube-router \
+  "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=v$KUBE_ROUTER_VERSION"
 log "all binaries ready under $BIN (total $((SECONDS - start_all))s)"
