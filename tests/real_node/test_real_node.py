@@ -36,6 +36,8 @@ REGISTRY = f"127.0.0.1:{VARS['images_registry_port']}"
 IMAGE = f"{REGISTRY}/harness/busybox:1"
 LEFTOVERS = REPO / "roles/real_node/files/leftovers.sh"
 # Set by the bridge plugin (ip_forward) and the kubelet (its kernel defaults); teardown puts them back.
+# The real node carries its GPU pool's taint, as GPU nodes do on GKE and with the GPU Operator.
+GPU_TOLERATION = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 SYSCTLS = ["net.ipv4.ip_forward", "vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops"]
 
 
@@ -66,8 +68,8 @@ def kubectl(*args: str, check: bool = True, timeout: float = 60) -> subprocess.C
 
 
 def leftovers() -> str:
-    r = subprocess.run([str(LEFTOVERS), str(STATE / "real-node"), VARS["real_node_bridge"], VARS["real_node_pod_cidr"]],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run([str(LEFTOVERS), str(STATE / "real-node"), VARS["real_node_bridge"],
+                        VARS["harness_local_pod_cidr"]], capture_output=True, text=True, timeout=60)
     return r.stdout.strip()
 
 
@@ -97,7 +99,7 @@ def test_node_is_ready_with_the_kubelet_built_here(node):
     assert info["kubeletVersion"] == "v1.35.4", info
     assert info["containerRuntimeVersion"].startswith("containerd://1.6"), info
     addresses = {a["type"]: a["address"] for a in obj["status"]["addresses"]}
-    assert addresses["InternalIP"] == VARS["real_node_ip"], addresses
+    assert addresses["InternalIP"] == VARS["harness_local_node_ip"], addresses
     # kwok keeps its fake nodes and never took over the real one.
     fake = json.loads(kubectl("get", "nodes", "-l", "type=kwok", "-o", "json").stdout)["items"]
     assert fake and all(n["status"]["nodeInfo"]["kubeletVersion"] == "fake" for n in fake)
@@ -112,6 +114,7 @@ def test_a_pod_from_the_local_registry_runs_with_logs_and_exec(node):
     pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hello", "namespace": "default"},
         "spec": {"nodeSelector": {"harness.local/real-node": "true"}, "terminationGracePeriodSeconds": 1,
+                 "tolerations": GPU_TOLERATION,
                  "containers": [{"name": "hello", "image": IMAGE, "imagePullPolicy": "Always",
                                  "command": ["/bin/busybox", "sh", "-c",
                                              "echo hello-from-the-real-node; exec /bin/busybox sleep 3600"]}]},
@@ -123,11 +126,162 @@ def test_a_pod_from_the_local_registry_runs_with_logs_and_exec(node):
     obj = json.loads(kubectl("get", "pod", "hello", "-o", "json").stdout)
     assert obj["spec"]["nodeName"] == NODE
     pod_ip = ipaddress.ip_address(obj["status"]["podIP"])
-    assert pod_ip in ipaddress.ip_network(VARS["real_node_pod_cidr"]), obj["status"]
+    assert pod_ip in ipaddress.ip_network(VARS["harness_local_pod_cidr"]), obj["status"]
     assert obj["status"]["containerStatuses"][0]["imageID"].startswith(f"{REGISTRY}/harness/busybox@sha256:")
     assert "hello-from-the-real-node" in kubectl("logs", "hello").stdout
     out = kubectl("exec", "hello", "--", "/bin/busybox", "sh", "-c", "echo exec-ok; /bin/busybox hostname").stdout
     assert out.split() == ["exec-ok", "hello"], out
+
+
+def test_pods_reach_the_apiserver_and_resolve_cluster_names(node):
+    """The apiserver listens on 127.0.0.1 only; pods reach it through the `kubernetes` Service, whose endpoint is
+    the node IP (the relay). CoreDNS's readiness needs its watch of the apiserver; a pod then resolves Service
+    names through the kubelet's clusterDNS, and nothing outside the cluster (no upstream is configured)."""
+    service_cidr = ipaddress.ip_network(VARS["harness_local_service_cidr"])
+    slice_ = json.loads(kubectl("get", "endpointslice", "-n", "default", "kubernetes", "-o", "json").stdout)
+    assert [a for e in slice_["endpoints"] for a in e["addresses"]] == [VARS["harness_local_node_ip"]], slice_
+    dns = json.loads(kubectl("get", "pod", "-n", "kube-system", "-l", "k8s-app=kube-dns", "-o", "json").stdout)
+    assert [p["spec"]["nodeName"] for p in dns["items"]] == [NODE], dns["items"]
+    assert all(c["ready"] for p in dns["items"] for c in p["status"]["containerStatuses"]), dns["items"]
+    kube_dns = json.loads(kubectl("get", "service", "-n", "kube-system", "kube-dns", "-o", "json").stdout)
+    assert kube_dns["spec"]["clusterIP"] == str(service_cidr.network_address + 10)
+
+    def lookup(name: str) -> subprocess.CompletedProcess:
+        return kubectl("exec", "hello", "--", "/bin/busybox", "nslookup", name, check=False, timeout=30)
+
+    r = lookup("kubernetes.default.svc.cluster.local")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert str(service_cidr.network_address + 1) in r.stdout, r.stdout
+    # The search path the kubelet wrote: a short name in the pod's own namespace and one across namespaces.
+    assert str(service_cidr.network_address + 1) in lookup("kubernetes").stdout
+    assert str(service_cidr.network_address + 10) in lookup("kube-dns.kube-system").stdout
+    resolv = kubectl("exec", "hello", "--", "/bin/busybox", "cat", "/etc/resolv.conf").stdout
+    assert f"nameserver {service_cidr.network_address + 10}" in resolv, resolv
+    outside = lookup("example.com.")
+    assert outside.returncode != 0, outside.stdout  # no upstream: a name outside the cluster has no answer
+
+
+def test_metrics_server_serves_the_real_node_and_its_pods(node):
+    """`kubectl top` answers from metrics.k8s.io, now metrics-server's (APIService owned by kube-system/metrics-server)
+    reading the kubelet; the kwok nodes have no kubelet and are not asked."""
+    api = json.loads(kubectl("get", "apiservice", "v1beta1.metrics.k8s.io", "-o", "json").stdout)
+    assert api["spec"]["service"] == {"name": "metrics-server", "namespace": "kube-system", "port": 443}, api["spec"]
+    available = {c["type"]: c["status"] for c in api["status"]["conditions"]}
+    assert available.get("Available") == "True", api["status"]
+    top = kubectl("top", "node", NODE, "--no-headers").stdout.split()
+    assert top[0] == NODE and top[1].endswith("m"), top
+    deadline = time.monotonic() + 90
+    while True:  # a pod shows up after metrics-server's next scrape of the kubelet (15 s resolution)
+        pods = kubectl("top", "pods", "-A", "--no-headers", check=False)
+        names = {line.split()[1] for line in pods.stdout.splitlines() if line.strip()}
+        if {"hello"} <= names and any(n.startswith("coredns-") for n in names):
+            break
+        assert time.monotonic() < deadline, pods.stdout + pods.stderr
+        time.sleep(5)
+
+
+def busybox_pod(name: str, namespace: str, labels: dict[str, str], command: str) -> dict:
+    """A busybox pod on the real node with a writable /www (the image's root filesystem is not its user's)."""
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"nodeSelector": {"harness.local/real-node": "true"}, "terminationGracePeriodSeconds": 1,
+                 "tolerations": GPU_TOLERATION,
+                 "volumes": [{"name": "www", "emptyDir": {}}],
+                 "containers": [{"name": name, "image": IMAGE, "command": ["/bin/busybox", "sh", "-c", command],
+                                 "volumeMounts": [{"name": "www", "mountPath": "/www"}]}]},
+    }
+
+
+def apply(objects: list[dict], name: str) -> None:
+    path = STATE / f"{name}.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    kubectl("apply", "-f", str(path))
+
+
+def test_network_policy_is_enforced_on_the_node(node):
+    """kube-router's firewall enforces NetworkPolicy: with no policy every pod reaches the server; a default-deny
+    ingress policy plus one allowing `role=client` on the server's port refuses the other pod and keeps the allowed
+    one. The boundary of the machine stays in the mangle table, ahead of the firewall's ACCEPT rules."""
+    ns = "np-test"
+    kubectl("create", "namespace", ns, check=False)
+    serve = "echo policy-ok > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www"
+    apply([busybox_pod("server", ns, {"app": "server"}, serve),
+           busybox_pod("allowed", ns, {"role": "client"}, "exec /bin/busybox sleep 3600"),
+           busybox_pod("denied", ns, {"role": "other"}, "exec /bin/busybox sleep 3600")], "np-pods")
+    kubectl("wait", "-n", ns, "--for=condition=Ready", "pod/server", "pod/allowed", "pod/denied", "--timeout=90s",
+            timeout=100)
+    server_ip = json.loads(kubectl("get", "pod", "-n", ns, "server", "-o", "json").stdout)["status"]["podIP"]
+
+    def fetch(client: str) -> bool:
+        # nc, not busybox's wget: the static busybox crashes in glibc's NSS lookups that wget makes.
+        request = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 3 {server_ip} 8080"
+        r = kubectl("exec", "-n", ns, client, "--", "/bin/busybox", "sh", "-c", request, check=False, timeout=30)
+        return r.returncode == 0 and "policy-ok" in r.stdout
+
+    assert fetch("allowed") and fetch("denied"), "without a policy both pods must reach the server"
+    apply([
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": "default-deny", "namespace": ns},
+         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": "clients", "namespace": ns},
+         "spec": {"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"],
+                  "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                               "ports": [{"protocol": "TCP", "port": 8080}]}]}},
+    ], "np-policies")
+    deadline = time.monotonic() + 60
+    while fetch("denied"):  # the firewall applies a policy on its next sync after the watch event
+        assert time.monotonic() < deadline, "the denied pod still reaches the server 60 s after the policy"
+        time.sleep(2)
+    assert fetch("allowed"), "the policy's allowed client was refused"
+    mangle = subprocess.run(["iptables", "-t", "mangle", "-S", "FORWARD"], capture_output=True, text=True).stdout
+    bridge = VARS["real_node_bridge"]
+    assert f"-i {bridge} ! -o {bridge}" in mangle and f"! -i {bridge} -o {bridge}" in mangle, mangle
+    kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def test_simulated_gpus_are_allocated_by_the_kubelet(node):
+    """The node joins the inventory's first GPU pool with simulated GPUs: the project's device plugin advertises
+    gpus_per_node x time_slicing_replicas nvidia.com/gpu (figures from the inventory, not the node), the kubelet
+    allocates a distinct device ID to each GPU pod and passes the plugin's environment, and the scheduler leaves
+    the pod beyond the slots Pending."""
+    pool = yaml.safe_load((REPO / "inventories/local/group_vars/all/gpu.yml").read_text())["harness_gpu_node_pools"][0]
+    slots = int(pool["gpus_per_node"]) * int(pool["time_slicing_replicas"])
+    obj = json.loads(kubectl("get", "node", NODE, "-o", "json").stdout)
+    labels = obj["metadata"]["labels"]
+    assert labels["nvidia.com/gpu.product"] == pool["gpu_product"] and labels["gpu-serving-harness/node-pool"] == pool[
+        "name"], labels
+    assert labels["harness.local/simulated-gpu"] == "true" and "harness.local/simulated" not in labels, labels
+    assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in obj["spec"]["taints"], obj["spec"]
+    assert obj["status"]["allocatable"]["nvidia.com/gpu"] == str(slots), obj["status"]["allocatable"]
+    ns = "gpu-test"
+    kubectl("create", "namespace", ns, check=False)
+    pods = []
+    for i in range(slots + 1):
+        pod = busybox_pod(f"gpu-{i}", ns, {"app": "gpu-test"}, "exec /bin/busybox sleep 3600")
+        pod["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+        pods.append(pod)
+    apply(pods, "gpu-pods")
+    deadline = time.monotonic() + 90
+    while True:
+        items = json.loads(kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+        running = [p for p in items if p["status"].get("phase") == "Running"]
+        pending = [p for p in items if p["status"].get("phase") == "Pending" and not p["spec"].get("nodeName")]
+        if len(running) == slots and len(pending) == 1:
+            break
+        assert time.monotonic() < deadline, [(p["metadata"]["name"], p["status"].get("phase")) for p in items]
+        time.sleep(2)
+    reason = next(c for c in pending[0]["status"].get("conditions", []) if c["type"] == "PodScheduled")
+    assert reason["reason"] == "Unschedulable" and "nvidia.com/gpu" in reason["message"], reason
+    ids = []
+    for p in running:
+        env = kubectl("exec", "-n", ns, p["metadata"]["name"], "--", "/bin/busybox", "env").stdout.splitlines()
+        env = dict(line.split("=", 1) for line in env if "=" in line)
+        assert env.get("HARNESS_SIMULATED_GPU") == "true" and env.get("NVIDIA_VISIBLE_DEVICES", "").startswith(
+            "sim-gpu-"), env
+        ids.append(env["HARNESS_GPU_DEVICE_IDS"])
+    assert len(set(ids)) == slots, f"the kubelet gave two pods the same device: {ids}"
+    kubectl("delete", "namespace", ns, "--wait=false")
 
 
 def test_a_second_converge_changes_nothing(node):

@@ -7,6 +7,7 @@ with the same function, so the last test renders the real template through Ansib
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,37 @@ def test_free_slots_count_only_other_pods_on_the_gpu_nodes():
     assert harness.gpu_slots(pods, nodes, "gpu-slot-probe") == {"allocatable": 8, "used": 3, "free": 5}
     assert harness.gpu_slots(pods, nodes) == {"allocatable": 8, "used": 4, "free": 4}
     assert harness.gpu_slots(pods * 3, nodes)["free"] == 0  # never negative
+
+
+@pytest.mark.parametrize(("cidr", "index", "expected"), [
+    ("10.96.0.0/16", 1, "10.96.0.1"),
+    ("10.96.0.0/16", 10, "10.96.0.10"),
+    ("10.97.0.0/24", 254, "10.97.0.254"),
+    ("10.96.0.0/12", 300, "10.96.1.44"),
+])
+def test_cidr_hosts(cidr, index, expected):
+    assert harness.cidr_host(cidr, index) == expected
+
+
+@pytest.mark.parametrize(("cidr", "index", "message"), [
+    ("10.96.0.1/16", 1, "cidr='10.96.0.1/16'"),  # a host address, not the network's
+    ("10.96.0.0", 1, "cidr='10.96.0.0': a network with host addresses"),  # a /32 has no hosts
+    ("fd00::/64", 1, "an IPv4 network address"),
+    ("10.96.0.0/24", 255, "index=255: a host number from 1 to 254"),
+    ("10.96.0.0/24", "1", "index='1'"),
+    ("10.96.0.0/24", 0, "index=0"),
+])
+def test_bad_cidr_host_inputs_are_named(cidr, index, message):
+    with pytest.raises(harness.HarnessFilterError, match=re.escape(message)):
+        harness.cidr_host(cidr, index)
+
+
+def test_network_shape_and_overlap():
+    assert harness.ipv4_network_ok("10.96.0.0/16", 12, 24)
+    assert not harness.ipv4_network_ok("10.96.0.0/16", 20, 24)  # prefix out of range
+    assert not harness.ipv4_network_ok("10.96.0.5/16", 12, 24)  # host bits
+    assert not harness.ipv4_network_ok("10.96.0.0", 12, 32)  # no prefix written
+    assert not harness.ipv4_network_ok(["10.96.0.0/16"], 12, 24)
+    assert harness.cidrs_overlap("10.96.0.0/12", "10.100.0.0/24")
+    assert not harness.cidrs_overlap("10.96.0.0/16", "10.244.0.0/24")
+    assert not harness.cidrs_overlap("bad", "10.244.0.0/24")

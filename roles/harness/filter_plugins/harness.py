@@ -8,6 +8,7 @@ rendered it, so the judge and the template cannot drift apart.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -132,6 +133,40 @@ def gpu_slots(pods: Iterable[Mapping[str, Any]], nodes: Iterable[Mapping[str, An
     return {"allocatable": allocatable, "used": used, "free": max(allocatable - used, 0)}
 
 
+def cidr_host(cidr: Any, index: Any) -> str:
+    """The ``index``-th address of an IPv4 network (1: the `kubernetes` Service of a Service CIDR, 10: the cluster
+    DNS, the kubeadm convention). Refuses a value that is not a network address and an index outside its hosts."""
+    try:
+        net = ipaddress.IPv4Network(str(cidr), strict=True)
+    except ValueError as e:
+        raise HarnessFilterError(
+            f"cidr={cidr!r}: an IPv4 network address like 10.96.0.0/16 is required ({e})") from None
+    if net.prefixlen > 30:
+        raise HarnessFilterError(
+            f"cidr={cidr!r}: a network with host addresses (a prefix of /30 or shorter) is required")
+    if isinstance(index, bool) or not isinstance(index, int) or not 1 <= index < net.num_addresses - 1:
+        raise HarnessFilterError(
+            f"index={index!r}: a host number from 1 to {net.num_addresses - 2} is required for {cidr}")
+    return str(net.network_address + index)
+
+
+def ipv4_network_ok(cidr: Any, shortest: int = 8, longest: int = 30) -> bool:
+    """Whether ``cidr`` is an IPv4 network address (no host bits) with a prefix from /shortest to /longest."""
+    try:
+        net = ipaddress.IPv4Network(str(cidr), strict=True)
+    except ValueError:
+        return False
+    return isinstance(cidr, str) and "/" in cidr and shortest <= net.prefixlen <= longest
+
+
+def cidrs_overlap(a: Any, b: Any) -> bool:
+    """Whether two IPv4 networks share an address (false when either is not a network: the shape check names it)."""
+    try:
+        return ipaddress.IPv4Network(str(a), strict=False).overlaps(ipaddress.IPv4Network(str(b), strict=False))
+    except ValueError:
+        return False
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -140,4 +175,7 @@ class FilterModule:
             "harness_service_args": service_args,
             "harness_queue_map": queue_map,
             "harness_gpu_slots": gpu_slots,
+            "harness_cidr_host": cidr_host,
+            "harness_ipv4_network_ok": ipv4_network_ok,
+            "harness_cidrs_overlap": cidrs_overlap,
         }

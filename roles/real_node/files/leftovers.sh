@@ -6,11 +6,12 @@ set -uo pipefail
 dir=${1:?state directory}; bridge=${2:?bridge name}; cidr=${3:?pod CIDR}
 net=${cidr%/*}; prefix=${net%.*}   # e.g. 10.244.0 for 10.244.0.0/24
 
-# Processes: containerd with our config, its shims, kubelet and kube-proxy of this node (matched by their paths).
+# Processes: containerd with our config, its shims, kubelet and kube-proxy of this node (matched by their paths),
+# and the apiserver relay (socat bound to an address of the pod network).
 for p in /proc/[0-9]*; do
   cmd=$( (tr '\0' ' ' <"$p/cmdline") 2>/dev/null) || continue
   case $cmd in
-    *"$dir/containerd"*|*"$dir/kubelet"*|*"$dir/kube-proxy"*|*"$dir/kubeconfig"*) echo "process ${p#/proc/} $cmd" ;;
+    *"$dir/containerd"*|*"$dir/kubelet"*|*"$dir/kube-proxy"*|*"$dir/kubeconfig"*|*socat*"bind=$prefix."*) echo "process ${p#/proc/} $cmd" ;;
   esac
 done
 # Mounts under the state directory (overlay rootfs, sandbox shm, kubelet volumes).
@@ -29,6 +30,10 @@ for ipt in iptables ip6tables; do
       sed "s/^/$ipt $t /"
   done
 done
+# The kubelet's fixed device-plugin directory.
+[ -e /var/lib/kubelet/device-plugins ] && echo "directory /var/lib/kubelet/device-plugins"
+# ipsets of the NetworkPolicy firewall (kube-router).
+ipset list -n 2>/dev/null | grep -E '^(inet6?:)?(KUBE-|kube-router)' | sed 's/^/ipset /'
 # cgroups the kubelet created (cgroupfs driver, cgroup v1).
 for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do [ -d "$c" ] && echo "cgroup $c"; done
 # containerd 1.6's paths outside its root: the CNI result cache and shim sockets nothing listens on.

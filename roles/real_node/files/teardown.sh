@@ -19,11 +19,14 @@ for s in "${shims[@]}"; do
   for c in $(cat "/proc/$s/task/$s/children" 2>/dev/null); do kill -KILL "$c" 2>/dev/null && echo "removed container process $c"; done
 done
 for s in "${shims[@]}"; do kill -KILL "$s" 2>/dev/null && echo "removed shim $s"; done
-# Any other process still using the node's paths (a kubelet or containerd started by hand).
+# Any other process still using the node's paths (a kubelet or containerd started by hand), and an apiserver relay
+# still bound to the bridge's address (its forked children outlive a killed parent).
+node_ip=$(ip -4 -o addr show dev "$bridge" 2>/dev/null | awk '{split($4, a, "/"); print a[1]; exit}')
 for p in /proc/[0-9]*; do
   cmd=$( (tr '\0' ' ' <"$p/cmdline") 2>/dev/null) || continue
   case $cmd in
     *"$dir/containerd"*|*"$dir/kubelet"*|*"$dir/kube-proxy"*) kill -KILL "${p#/proc/}" 2>/dev/null && echo "removed process ${p#/proc/}" ;;
+    *socat*"bind=${node_ip:-none},"*) kill -KILL "${p#/proc/}" 2>/dev/null && echo "removed relay process ${p#/proc/}" ;;
   esac
 done
 sleep 0.5
@@ -55,6 +58,18 @@ for ipt in iptables ip6tables; do
     for ch in $chains; do "$ipt" -t "$t" -X "$ch" && echo "removed $ipt chain $t $ch"; done
   done
 done
+
+# The ipsets of the NetworkPolicy firewall (kube-router: KUBE-SRC-*, KUBE-DST-*, ...), once no rule refers to them.
+for s in $(ipset list -n 2>/dev/null | grep -E '^(inet6?:)?(KUBE-|kube-router)'); do
+  ipset destroy "$s" 2>/dev/null && echo "removed ipset $s"
+done
+
+# The kubelet's device-plugin directory: the kubelet always makes it at this fixed path (its --root-dir does not
+# move it) and puts kubelet.sock and its checkpoint there.
+if [ -d /var/lib/kubelet/device-plugins ]; then
+  rm -rf /var/lib/kubelet/device-plugins && echo "removed /var/lib/kubelet/device-plugins"
+  rmdir /var/lib/kubelet 2>/dev/null && echo "removed empty directory /var/lib/kubelet"
+fi
 
 # The kubelet's cgroups (cgroupfs driver), deepest first.
 for c in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
