@@ -35,10 +35,11 @@ version() { sed -n "s/^local_cluster_$1_version: \"\(.*\)\"$/\1/p" "$here/roles/
 export K8S_VERSION=$(version kubernetes) ETCD_VERSION=$(version etcd) KWOK_VERSION=$(version kwok) \
   ADAPTER_VERSION=$(version prometheus_adapter) KSM_VERSION=$(version kube_state_metrics) \
   COREDNS_VERSION=$(version coredns) METRICS_SERVER_VERSION=$(version metrics_server) \
-  KUBE_ROUTER_VERSION=$(version kube_router)
+  KUBE_ROUTER_VERSION=$(version kube_router) PROMETHEUS_OPERATOR_VERSION=$(version prometheus_operator) \
+  PROMETHEUS_VERSION=$(version prometheus)
 # kubelet and kube-proxy for the real node: BUILD_NODE=1 (the real_node role builds them itself when enabled).
 export BUILD_NODE=${BUILD_NODE:-0}
-for v in K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION KSM_VERSION COREDNS_VERSION METRICS_SERVER_VERSION KUBE_ROUTER_VERSION; do
+for v in K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION KSM_VERSION COREDNS_VERSION METRICS_SERVER_VERSION KUBE_ROUTER_VERSION PROMETHEUS_OPERATOR_VERSION PROMETHEUS_VERSION; do
   [ -n "${!v}" ] || { echo "bootstrap: could not read $v from roles/local_cluster/defaults/main.yml" >&2; exit 1; }
 done
 "$here/roles/local_cluster/files/build-binaries.sh" &

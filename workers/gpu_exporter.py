@@ -30,7 +30,7 @@ def build_source(cfg: GpuExporterConfig) -> GpuSource:
         return NvmlSource(hostname=cfg.node_name)
     core_v1 = load_core_v1(cfg.kubeconfig)
     return SimulatedSource(
-        read_inventory=lambda: list_gpu_inventory(core_v1, cfg.api_timeout),
+        read_inventory=lambda: list_gpu_inventory(core_v1, cfg.api_timeout, cfg.node_selector),
         fetcher=BusyRatioFetcher(cfg.allowed_hosts, cfg.busy_timeout),
         model=cfg.model,
     )

@@ -110,6 +110,14 @@ def test_gpu_pod_on_a_kwok_node_shows_up_in_both_exporters(core_v1, worker):
         assert mine[0].hostname == node and mine[0].container == "worker" and mine[0].source == "simulated"
         # Other pods may share the GPU (time slicing); this worker alone contributes 40%.
         assert mine[0].util_percent >= 40.0
+        # A DaemonSet pod's selector (its own node) reads that node only, as one dcgm-exporter per node does.
+        own = SimulatedSource(
+            lambda: list_gpu_inventory(core_v1, node_selector=f"kubernetes.io/hostname={node}"),
+            BusyRatioFetcher(timeout=2),
+            SimulationModel(),
+        ).read().readings
+        assert {r.hostname for r in own} == {node}
+        assert [r.pod for r in own if r.namespace == namespace] == ["stt-e2e-1"]
 
         table = build_price_table(load_default_prices())
         snap = compute_costs(

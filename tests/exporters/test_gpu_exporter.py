@@ -235,7 +235,19 @@ def test_config_errors_name_setting_value_and_what_is_allowed(tmp_path):
         load_config([], {**ok, "GPU_SIM_MEMORY_PER_POD_MIB": "-5"})
     with pytest.raises(ConfigError, match=r"GPU_EXPORTER_MAX_AGE_SECONDS \(--max-age\)='1': must be >= 2"):
         load_config(["--max-age", "1"], ok)
+    with pytest.raises(
+        ConfigError, match=r"GPU_EXPORTER_NODE_SELECTOR \(--node-selector\)='kubernetes.io/hostname in \(a\)': must be"
+    ):
+        load_config([], {**ok, "GPU_EXPORTER_NODE_SELECTOR": "kubernetes.io/hostname in (a)"})
+    with pytest.raises(ConfigError, match=r"GPU_EXPORTER_NODE_SELECTOR .*='=node-1'"):
+        load_config(["--node-selector", "=node-1"], ok)
+    # In a pod (a DaemonSet on the real node) no kubeconfig is needed: the service account is used.
+    in_pod = load_config([], {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "GPU_EXPORTER_NODE_SELECTOR":
+                              "kubernetes.io/hostname=harness-node-1,harness.local/simulated-gpu=true"})
+    assert in_pod.kubeconfig is None
+    assert in_pod.node_selector == "kubernetes.io/hostname=harness-node-1,harness.local/simulated-gpu=true"
     cfg = load_config(["--port", "9500"], {**ok, "GPU_EXPORTER_ALLOWED_HOSTS": "127.0.0.1"})
+    assert cfg.node_selector == ""
     assert (cfg.port, cfg.bind, cfg.allowed_hosts, cfg.source) == (
         9500,
         "127.0.0.1",

@@ -29,8 +29,9 @@ def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     bin_dir = tmp_path / "bin"
     for d, f in (("prometheus-adapter-v0.12.0", "adapter"), ("kube-state-metrics-v2.15.0", "kube-state-metrics"),
                  ("coredns-v1.14.7", "coredns"), ("metrics-server-v0.8.0", "metrics-server"),
-                 ("kube-router-v2.1.0", "kube-router")):
-        (bin_dir / d).mkdir(parents=True)
+                 ("kube-router-v2.1.0", "kube-router"), ("prometheus-operator-v0.85.0", "operator"),
+                 ("prometheus-operator-v0.85.0", "prometheus-config-reloader"), ("prometheus-v3.5.0", "prometheus")):
+        (bin_dir / d).mkdir(parents=True, exist_ok=True)
         (bin_dir / d / f).write_bytes(b"binary " + f.encode())
     mod.bin_dir = bin_dir
     mod.copy = copy

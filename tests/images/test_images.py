@@ -34,7 +34,7 @@ def words(text: str) -> str:
 
 @pytest.mark.parametrize("name", ["gateway", "stt-worker", "tts-worker", "queue-exporter", "gpu-exporter",
                                   "cost-exporter", "redis", "prometheus", "alertmanager", "prometheus-adapter",
-                                  "kube-state-metrics", "coredns", "metrics-server"])
+                                  "kube-state-metrics", "coredns", "metrics-server", "prometheus-operator"])
 def test_image_is_non_root_labelled_and_carries_no_secret(images: dict[str, str], name: str) -> None:
     info = inspect(images[name])
     user = info["Config"].get("User", "")
@@ -93,6 +93,13 @@ def test_go_component_images_run_their_binaries(images: dict[str, str]) -> None:
     # (`ipset --version` asks the kernel, which an unprivileged container may not: the package says the version.)
     out = kr.stdout + kr.stderr  # kube-router prints its version on stderr
     assert "v2.1.0" in out and "(nf_tables)" in out and "ipset\t7." in out, out
+    # prometheus-operator and, in the same image at the path the operator gives its sidecar, the config reloader.
+    po = podman("run", "--rm", "--read-only", "--network", "none", images["prometheus-operator"], "--version")
+    assert "0.85.0" in po.stdout + po.stderr, po.stdout + po.stderr
+    rl = podman("run", "--rm", "--read-only", "--network", "none", "--entrypoint", "/bin/prometheus-config-reloader",
+                images["prometheus-operator"], "--version")
+    out = rl.stdout + rl.stderr
+    assert "prometheus-config-reloader" in out and "0.85.0" in out, out
     # The project's device plugin, compiled by build.py from images/sim-gpu-device-plugin: a bad value is named.
     dp = podman("run", "--rm", "--read-only", "--network", "none", images["sim-gpu-device-plugin"], "--gpus", "0",
                 check=False)

@@ -240,6 +240,100 @@ def test_network_policy_is_enforced_on_the_node(node):
     kubectl("delete", "namespace", ns, "--wait=false")
 
 
+MONITORING = "monitoring"
+# The ServiceMonitors roles/real_node documents (README: the node's monitoring), each scraped by the operator's
+# Prometheus; the operator names their scrape pools serviceMonitor/<namespace>/<name>/<endpoint index>.
+SERVICE_MONITORS = {"nvidia-dcgm-exporter", "coredns", "prometheus-operator", "prometheus", "alertmanager"}
+
+
+def prometheus(path: str) -> dict:
+    """GET a Prometheus API path through the API server's service proxy, with the kubeconfig only."""
+    raw = kubectl("get", "--raw", f"/api/v1/namespaces/{MONITORING}/services/prometheus-operated:web/proxy{path}")
+    body = json.loads(raw.stdout)
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def until(what: str, check, timeout: float = 120, every: float = 3):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = check()
+        except AssertionError as exc:
+            got, last = None, exc
+        else:
+            last = None
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f}s ({last})")
+        time.sleep(every)
+
+
+def test_operator_runs_prometheus_and_alertmanager_from_the_local_registry(node):
+    """prometheus-operator, its Prometheus and its Alertmanager run on the real node from the project's images."""
+    pods = json.loads(kubectl("get", "pods", "-n", MONITORING, "-o", "json").stdout)["items"]
+    running = {p["metadata"]["name"]: p for p in pods if p["status"].get("phase") == "Running"}
+    for name in ("prometheus-k8s-0", "alertmanager-main-0"):
+        assert name in running, sorted(running)
+    assert any(n.startswith("prometheus-operator-") for n in running), sorted(running)
+    for p in running.values():
+        assert p["spec"]["nodeName"] == NODE, (p["metadata"]["name"], p["spec"]["nodeName"])
+        for c in p["spec"]["containers"]:
+            assert c["image"].startswith(f"{REGISTRY}/"), (p["metadata"]["name"], c["name"], c["image"])
+    # The operator's config reloader sidecar came from the same image as the operator.
+    reloader = next(c for c in running["prometheus-k8s-0"]["spec"]["containers"] if c["name"] == "config-reloader")
+    assert "/gpu-serving-harness/prometheus-operator" in reloader["image"], reloader["image"]
+
+
+def test_prometheus_scrapes_every_service_monitor_target_and_loads_the_rules(node):
+    """Every ServiceMonitor of the node's add-ons becomes a scrape pool whose targets are all up; the
+    PrometheusRule is loaded; Prometheus found the operator's Alertmanager."""
+    listed = json.loads(kubectl("get", "servicemonitors", "-A", "-o", "json").stdout)["items"]
+    monitors = {(m["metadata"]["namespace"], m["metadata"]["name"]) for m in listed}
+    assert {name for _, name in monitors} >= SERVICE_MONITORS, monitors
+
+    def all_up():
+        active = prometheus("/api/v1/targets?state=active")["activeTargets"]
+        pools: dict[str, list[str]] = {}
+        for t in active:
+            pools.setdefault(t["scrapePool"], []).append(t["health"])
+        missing = [f"serviceMonitor/{ns}/{name}/0" for ns, name in monitors
+                   if f"serviceMonitor/{ns}/{name}/0" not in pools]
+        down = {pool: h for pool, h in pools.items() if any(x != "up" for x in h)}
+        assert not missing and not down, f"no targets for {missing}; not up: {down}"
+        return pools
+
+    pools = until("every ServiceMonitor's targets up", all_up, timeout=180)
+    assert len(pools) >= len(SERVICE_MONITORS), pools
+    groups = prometheus("/api/v1/rules")["groups"]
+    assert "real-node-addons" in {g["name"] for g in groups}, [g["name"] for g in groups]
+    managers = prometheus("/api/v1/alertmanagers")["activeAlertmanagers"]
+    assert len(managers) == 1 and ":9093" in managers[0]["url"], managers
+
+
+def test_dcgm_series_reach_prometheus_with_the_workloads_pod_and_namespace(node):
+    """The simulated DCGM exporter (a DaemonSet) is scraped with the GPU Operator's ServiceMonitor settings: a GPU
+    pod's series keep its own pod/namespace/container (honorLabels, not exported_*), and no series names the
+    exporter's pod."""
+    ns = "dcgm-test"
+    kubectl("create", "namespace", ns, check=False)
+    pod = busybox_pod("gpu-user", ns, {"app": "gpu-user"}, "exec /bin/busybox sleep 3600")
+    pod["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+    apply([pod], "dcgm-pod")
+    kubectl("wait", "-n", ns, "--for=condition=Ready", "pod/gpu-user", "--timeout=90s", timeout=100)
+    query = f'DCGM_FI_DEV_GPU_UTIL{{namespace="{ns}",pod="gpu-user"}}'
+    result = until("the GPU pod's DCGM series in Prometheus",
+                   lambda: prometheus(f"/api/v1/query?query={query}")["result"], timeout=120)
+    labels = result[0]["metric"]
+    assert labels["container"] == "gpu-user" and labels["Hostname"] == NODE and labels["source"] == "simulated", labels
+    assert labels["job"] == "nvidia-dcgm-exporter", labels
+    assert not [k for k in labels if k.startswith("exported_")], labels
+    everything = prometheus("/api/v1/query?query=DCGM_FI_DEV_GPU_UTIL")["result"]
+    assert not [r["metric"] for r in everything if r["metric"].get("pod", "").startswith("nvidia-dcgm-exporter")]
+    kubectl("delete", "namespace", ns, "--wait=true", timeout=120)
+
+
 def test_simulated_gpus_are_allocated_by_the_kubelet(node):
     """The node joins the inventory's first GPU pool with simulated GPUs: the project's device plugin advertises
     gpus_per_node x time_slicing_replicas nvidia.com/gpu (figures from the inventory, not the node), the kubelet

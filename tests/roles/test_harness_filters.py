@@ -206,3 +206,23 @@ def test_network_shape_and_overlap():
     assert harness.cidrs_overlap("10.96.0.0/12", "10.100.0.0/24")
     assert not harness.cidrs_overlap("10.96.0.0/16", "10.244.0.0/24")
     assert not harness.cidrs_overlap("bad", "10.244.0.0/24")
+
+
+def test_manifests_read_an_unquoted_equals_sign_as_kubectl_does():
+    """prometheus-operator's CRDs list `- =` unquoted (matchType's enum); PyYAML's YAML 1.1 loader has no constructor
+    for it and failed the CRD apply. The filter reads it as the string, as YAML 1.2 and kubectl do."""
+    text = "---\nkind: A\nenum:\n  - '!='\n  - =\n  - =~\n---\n---\nkind: B\n"
+    with pytest.raises(yaml.constructor.ConstructorError):
+        list(yaml.safe_load_all(text))
+    assert harness.manifests(text) == [{"kind": "A", "enum": ["!=", "=", "=~"]}, {"kind": "B"}]
+    crds = sorted((Path.home() / ".cache/gpu-serving-harness/bin").glob("prometheus-operator-v*/crds/*.yaml"))
+    for crd in crds:  # the real ones, where this machine built them
+        docs = harness.manifests(crd.read_text(), crd.name)
+        assert [d["kind"] for d in docs] == ["CustomResourceDefinition"], crd
+
+
+@pytest.mark.parametrize("text, message", [(None, "must be YAML text, got NoneType"),
+                                           ("a: [1", "crd.yaml is not valid YAML")])
+def test_bad_manifests_are_named(text, message):
+    with pytest.raises(ValueError, match=message):
+        harness.manifests(text, "crd.yaml")

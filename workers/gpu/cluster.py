@@ -178,9 +178,9 @@ def build_inventory(nodes: list[Any], pods: list[Any]) -> GpuInventory:
     return GpuInventory(nodes=gpu_nodes, pods=gpu_pods)
 
 
-def list_gpu_inventory(core_v1: Any, timeout_seconds: float = 10.0) -> GpuInventory:
-    """Read all nodes and the Running pods of all namespaces from the API server."""
-    nodes = core_v1.list_node(_request_timeout=timeout_seconds).items
+def list_gpu_inventory(core_v1: Any, timeout_seconds: float = 10.0, node_selector: str = "") -> GpuInventory:
+    """Read the nodes (all, or those matching ``node_selector``) and the Running pods of all namespaces."""
+    nodes = core_v1.list_node(label_selector=node_selector, _request_timeout=timeout_seconds).items
     pods = core_v1.list_pod_for_all_namespaces(
         field_selector="status.phase=Running", _request_timeout=timeout_seconds
     ).items

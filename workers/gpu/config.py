@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -13,6 +14,10 @@ from workers.gpu.settings import ConfigError
 from workers.gpu.simulated import SimulationModel
 
 SOURCES = ("simulated", "nvml")
+# Equality-based label selector terms (what a DaemonSet needs to name its own node), checked before the API sees it.
+_KEY = r"(?:[A-Za-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
+_VALUE = r"(?:[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?"
+_SELECTOR = re.compile(rf"{_KEY}(?:==?|!=){_VALUE}(?:,{_KEY}(?:==?|!=){_VALUE})*")
 DEFAULT_PORT = "9400"  # dcgm-exporter's port, so scrape configs look alike
 
 
@@ -29,6 +34,7 @@ class GpuExporterConfig:
     refresh_seconds: float
     max_age_seconds: float
     node_name: str | None
+    node_selector: str
     model: SimulationModel
 
 
@@ -37,7 +43,18 @@ _OPTIONS = (
     ("--source", "GPU_EXPORTER_SOURCE", "simulated", "simulated (kwok nodes) or nvml (a host with GPUs)"),
     ("--port", "METRICS_PORT", DEFAULT_PORT, "port for /metrics"),
     ("--bind", "METRICS_BIND", "127.0.0.1", "address for /metrics"),
-    ("--kubeconfig", "KUBECONFIG", None, "kubeconfig of the cluster (simulated source)"),
+    (
+        "--kubeconfig",
+        "KUBECONFIG",
+        None,
+        "kubeconfig of the cluster (simulated source); unset in a pod: the pod's service account",
+    ),
+    (
+        "--node-selector",
+        "GPU_EXPORTER_NODE_SELECTOR",
+        "",
+        "simulated: only nodes matching this label selector (a DaemonSet pod: its own node, as dcgm-exporter)",
+    ),
     ("--api-timeout", "GPU_EXPORTER_API_TIMEOUT_SECONDS", "5", "API server request timeout, seconds"),
     (
         "--allowed-hosts",
@@ -92,9 +109,16 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     env = os.environ if env is None else env
     args = _parser(env).parse_args(argv)
     source = settings.choice("GPU_EXPORTER_SOURCE (--source)", args.source, SOURCES)
-    if source == "simulated" and not args.kubeconfig:
+    if source == "simulated" and not args.kubeconfig and not env.get("KUBERNETES_SERVICE_HOST"):
         raise ConfigError(
-            "KUBECONFIG (--kubeconfig) is not set: the simulated source reads nodes and pods from the cluster"
+            "KUBECONFIG (--kubeconfig) is not set and this is not a pod (no KUBERNETES_SERVICE_HOST): the "
+            "simulated source reads nodes and pods from the cluster"
+        )
+    node_selector = args.node_selector.strip()
+    if node_selector and not _SELECTOR.fullmatch(node_selector):
+        raise ConfigError(
+            f"GPU_EXPORTER_NODE_SELECTOR (--node-selector)={args.node_selector!r}: must be a label selector of "
+            "key=value or key!=value terms joined by commas (e.g. kubernetes.io/hostname=node-1)"
         )
     if args.kubeconfig and source == "simulated" and not os.path.isfile(args.kubeconfig):
         raise ConfigError(f"KUBECONFIG (--kubeconfig)={args.kubeconfig!r}: no such file")
@@ -137,5 +161,6 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         refresh_seconds=refresh,
         max_age_seconds=max_age,
         node_name=args.node_name,
+        node_selector=node_selector,
         model=model,
     )

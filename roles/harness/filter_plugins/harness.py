@@ -13,6 +13,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import yaml
+
 # Kubernetes' defaults when a behavior names no stabilization window (autoscaling/v2 API reference).
 DEFAULT_UP_STABILIZATION_S = 0
 DEFAULT_DOWN_STABILIZATION_S = 300
@@ -167,6 +169,27 @@ def cidrs_overlap(a: Any, b: Any) -> bool:
         return False
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading a plain ``=`` as the string "=" as YAML 1.2 (Go's YAML, kubectl) does.
+
+    PyYAML follows YAML 1.1, where a plain ``=`` is the "value" type and has no constructor, so it fails on
+    Kubernetes manifests that list ``=`` unquoted (prometheus-operator's CRDs: the enum of a matcher's matchType).
+    """
+
+
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_scalar)
+
+
+def manifests(text: Any, source: str = "manifest") -> list[Any]:
+    """The documents of a multi-document Kubernetes manifest (empty documents dropped), read as kubectl reads them."""
+    if not isinstance(text, str):
+        raise HarnessFilterError(f"harness_manifests: {source} must be YAML text, got {type(text).__name__}")
+    try:
+        return [d for d in yaml.load_all(text, Loader=_Yaml12Loader) if d]
+    except yaml.YAMLError as exc:
+        raise HarnessFilterError(f"harness_manifests: {source} is not valid YAML: {exc}") from exc
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -178,4 +201,5 @@ class FilterModule:
             "harness_cidr_host": cidr_host,
             "harness_ipv4_network_ok": ipv4_network_ok,
             "harness_cidrs_overlap": cidrs_overlap,
+            "harness_manifests": manifests,
         }

@@ -6,8 +6,9 @@
 # prometheus-adapter are compiled once and cached, keyed by version. A warm run only checks stamps.
 #
 # Inputs (environment): K8S_VERSION ETCD_VERSION KWOK_VERSION ADAPTER_VERSION KSM_VERSION COREDNS_VERSION
-#   METRICS_SERVER_VERSION KUBE_ROUTER_VERSION HARNESS_CACHE (CoreDNS, metrics-server and kube-router are the real
-#   node's add-ons: their images are built with the others, so they are built here too)
+#   METRICS_SERVER_VERSION KUBE_ROUTER_VERSION PROMETHEUS_OPERATOR_VERSION PROMETHEUS_VERSION HARNESS_CACHE (CoreDNS,
+#   metrics-server, kube-router, prometheus-operator and Prometheus are the real node's add-ons: their images are built
+#   with the others, so they are built here too)
 #   BUILD_NODE=1 also builds kubelet and kube-proxy for the local target's real node (roles/real_node);
 #   BUILD_NODE=only builds just those two (then only K8S_VERSION and HARNESS_CACHE are needed).
 # Output: $HARNESS_CACHE/bin/<component>-<version>/<binaries> and a .stamp file in each directory.
@@ -23,6 +24,8 @@ if [ "${BUILD_NODE:-0}" != only ]; then
   : "${COREDNS_VERSION:?COREDNS_VERSION is required, e.g. 1.14.7}"
   : "${METRICS_SERVER_VERSION:?METRICS_SERVER_VERSION is required, e.g. 0.8.0}"
   : "${KUBE_ROUTER_VERSION:?KUBE_ROUTER_VERSION is required, e.g. 2.1.0}"
+  : "${PROMETHEUS_OPERATOR_VERSION:?PROMETHEUS_OPERATOR_VERSION is required, e.g. 0.85.0}"
+  : "${PROMETHEUS_VERSION:?PROMETHEUS_VERSION is required, e.g. 3.5.0}"
 fi
 : "${HARNESS_CACHE:?HARNESS_CACHE is required}"
 
@@ -179,4 +182,52 @@ build_as_dependency metrics-server "$METRICS_SERVER_VERSION" sigs.k8s.io/metrics
 build_as_dependency kube-router "$KUBE_ROUTER_VERSION" github.com/cloudnativelabs/kube-router/v2 \
   github.com/cloudnativelabs/kube-router/v2/cmd/kube-router kube-router \
   "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=v$KUBE_ROUTER_VERSION"
+# prometheus-operator's go.mod replaces its two API modules with local paths; as a dependency those replaces are
+# ignored and the published pkg/apis/monitoring and pkg/client of the same version are used. The operator, its
+# config reloader (the sidecar it adds to Prometheus and Alertmanager pods) and the CRDs of that release, which the
+# module carries under example/prometheus-operator-crd, land in one directory.
+build_prometheus_operator() {
+  local version=$PROMETHEUS_OPERATOR_VERSION out="$BIN/prometheus-operator-v$PROMETHEUS_OPERATOR_VERSION" t=$SECONDS
+  if built "$out"; then log "prometheus-operator v$version cached in $out"; return; fi
+  local module=github.com/prometheus-operator/prometheus-operator mod="$WORK/prometheus-operator-v$version"
+  local ldflags="-s -w -X github.com/prometheus/common/version.Version=$version"
+  ldflags+=" -X github.com/prometheus/common/version.Revision=v$version -X github.com/prometheus/common/version.Branch=release"
+  rm -rf "$mod" && mkdir -p "$mod" && cd "$mod"
+  go mod init local/prometheus-operator-build >/dev/null 2>&1
+  log "prometheus-operator v$version: resolving and compiling the operator and its config reloader"
+  quiet go get "$module/cmd/operator@v$version" "$module/cmd/prometheus-config-reloader@v$version"
+  mkdir -p "$out.tmp/crds"
+  quiet go build -trimpath -ldflags "$ldflags" -o "$out.tmp/operator" "$module/cmd/operator"
+  quiet go build -trimpath -ldflags "$ldflags" -o "$out.tmp/prometheus-config-reloader" \
+    "$module/cmd/prometheus-config-reloader"
+  cp "$(go list -m -f '{{.Dir}}' "$module")"/example/prometheus-operator-crd/*.yaml "$out.tmp/crds/"
+  chmod u+w "$out.tmp/crds"/*.yaml
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  finish "$out" "prometheus-operator v$version" "$t"
+}
+build_prometheus_operator
+
+# Prometheus for the operator's pods. Debian's package (the host-process path's) is built without Kubernetes service
+# discovery, which every ServiceMonitor needs, and 2.42 is below the operator's compatibility matrix (v2.45+).
+# Prometheus v3.X.Y is the Go module's v0.3XX.Y. Every discovery plugin is compiled in (v3.5 has no build tag that
+# leaves them out). Without the builtinassets tag the web UI's assets are not embedded (upstream builds them with
+# npm first): the UI's pages answer with an error, the HTTP API is complete.
+build_prometheus() {
+  local version=$PROMETHEUS_VERSION out="$BIN/prometheus-v$PROMETHEUS_VERSION" t=$SECONDS
+  if built "$out"; then log "prometheus v$version cached in $out"; return; fi
+  local major=${version%%.*} rest=${version#*.}; local minor=${rest%%.*} patch=${rest#*.}
+  local modversion="0.$((major * 100 + minor)).$patch" module=github.com/prometheus/prometheus
+  local mod="$WORK/prometheus-v$version"
+  local ldflags="-s -w -X github.com/prometheus/common/version.Version=$version"
+  ldflags+=" -X github.com/prometheus/common/version.Revision=v$version -X github.com/prometheus/common/version.Branch=release"
+  rm -rf "$mod" && mkdir -p "$mod" && cd "$mod"
+  go mod init local/prometheus-build >/dev/null 2>&1
+  log "prometheus v$version (module v$modversion): resolving and compiling"
+  quiet go get "$module/cmd/prometheus@v$modversion"
+  mkdir -p "$out.tmp"
+  quiet go build -trimpath -ldflags "$ldflags" -o "$out.tmp/prometheus" "$module/cmd/prometheus"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  finish "$out" "prometheus v$version" "$t"
+}
+build_prometheus
 log "all binaries ready under $BIN (total $((SECONDS - start_all))s)"
