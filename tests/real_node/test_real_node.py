@@ -86,6 +86,11 @@ def node():
     r = playbook("converge.yml")
     assert r.returncode == 0, r.stdout[-6000:]
     print(f"converge: {time.monotonic() - started:.1f}s")
+    # The test pods' image, pushed to the test's registry (the node pulls it from there like any image).
+    archive = STATE / "real-node/images/busybox.tar"
+    push = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci-archive:{archive}:1",
+                           f"docker://{IMAGE}"], capture_output=True, text=True, timeout=120)
+    assert push.returncode == 0, push.stderr
     yield before
     if STATE.exists():  # the teardown test did not run or failed: leave nothing behind anyway
         playbook("teardown.yml")
@@ -106,11 +111,32 @@ def test_node_is_ready_with_the_kubelet_built_here(node):
     assert "kwok.x-k8s.io/node" not in (obj["metadata"].get("annotations") or {})
 
 
+def test_kubelet_and_kube_proxy_have_identities_of_their_own(node):
+    """The kubelet authenticates as system:node:<name> (group system:nodes) and kube-proxy as system:kube-proxy, with
+    certificates the cluster CA signed: the Node authorizer lets the kubelet read its own Node, and RBAC refuses it
+    the Secrets of the cluster, which the admin kubeconfig it used before would have given it."""
+    for name, user in (("kubelet", f"system:node:{NODE}"), ("kube-proxy", "system:kube-proxy")):
+        cert = STATE / "real-node/pki" / f"{name}.crt"
+        subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-in", str(cert)], capture_output=True,
+                                 text=True, check=True).stdout
+        assert f"CN = {user}" in subject, subject
+        assert oct((STATE / "real-node/pki" / f"{name}.key").stat().st_mode & 0o777) == "0o600"
+    kubelet = ["--kubeconfig", str(STATE / "real-node/kubelet.kubeconfig")]
+    own = subprocess.run([str(KUBECTL), *kubelet, "get", "node", NODE, "-o", "name"], capture_output=True, text=True,
+                         timeout=30)
+    assert own.returncode == 0 and own.stdout.strip() == f"node/{NODE}", own.stderr
+    secrets = subprocess.run([str(KUBECTL), *kubelet, "get", "secrets", "-A"], capture_output=True, text=True,
+                             timeout=30)
+    assert secrets.returncode != 0 and "Forbidden" in secrets.stderr, secrets.stdout + secrets.stderr
+    assert f"system:node:{NODE}" in secrets.stderr, secrets.stderr
+    proxy = ["--kubeconfig", str(STATE / "real-node/kube-proxy.kubeconfig")]
+    assert subprocess.run([str(KUBECTL), *proxy, "get", "endpointslices", "-A", "-o", "name"], capture_output=True,
+                          timeout=30).returncode == 0
+    denied = subprocess.run([str(KUBECTL), *proxy, "get", "pods", "-A"], capture_output=True, text=True, timeout=30)
+    assert denied.returncode != 0 and "system:kube-proxy" in denied.stderr, denied.stdout + denied.stderr
+
+
 def test_a_pod_from_the_local_registry_runs_with_logs_and_exec(node):
-    archive = STATE / "real-node/images/busybox.tar"
-    push = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci-archive:{archive}:1",
-                           f"docker://{IMAGE}"], capture_output=True, text=True, timeout=120)
-    assert push.returncode == 0, push.stderr
     pod = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hello", "namespace": "default"},
         "spec": {"nodeSelector": {"harness.local/real-node": "true"}, "terminationGracePeriodSeconds": 1,
@@ -332,6 +358,101 @@ def test_dcgm_series_reach_prometheus_with_the_workloads_pod_and_namespace(node)
     everything = prometheus("/api/v1/query?query=DCGM_FI_DEV_GPU_UTIL")["result"]
     assert not [r["metric"] for r in everything if r["metric"].get("pod", "").startswith("nvidia-dcgm-exporter")]
     kubectl("delete", "namespace", ns, "--wait=true", timeout=120)
+
+
+# The stand-ins serve a real exposition with prometheus_client (Prometheus 3 refuses a scrape without a text or
+# OpenMetrics Content-Type, which busybox's httpd cannot send for /metrics), and check flows with Python.
+STAND_IN_SERVER = ("import prometheus_client as p, sys, time\n"
+                   "p.Gauge('stand_in_up', 'a stand-in of a stack pod').set(1)\n"
+                   "[p.start_http_server(int(port)) for port in sys.argv[1:]]\n"
+                   "time.sleep(10**9)\n")
+STAND_IN_CLIENT = ("import sys, urllib.request\n"
+                   "try:\n"
+                   "    print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())\n"
+                   "except OSError as exc:\n"
+                   "    print('unreachable', exc)\n")
+
+
+def exporter_image() -> str:
+    """The project's gpu-exporter image as the test registry holds it (prometheus_client, Python)."""
+    lock = json.loads((STATE / "images/images.json").read_text())
+    return lock["images"]["gpu-exporter"]["ref"]
+
+
+def stand_in(name: str, namespace: str, labels: dict[str, str], ports: list[dict]) -> dict:
+    """A pod with a rendered workload's labels and named container ports, serving /metrics on each port, so the
+    project's NetworkPolicies and ServiceMonitors select it as they would the real pod."""
+    numbers = [str(port["containerPort"]) for port in ports]
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"nodeSelector": {"harness.local/real-node": "true"}, "terminationGracePeriodSeconds": 1,
+                 "tolerations": GPU_TOLERATION,
+                 "containers": [{"name": name, "image": exporter_image(), "ports": ports,
+                                 "command": ["python", "-c", STAND_IN_SERVER, *numbers]}]},
+    }
+
+
+def test_the_projects_network_policies_allow_what_the_stack_needs_and_refuse_the_rest(node):
+    """The NetworkPolicies, Services and ServiceMonitors the cluster targets apply (rendered from roles/model_services
+    and roles/queue by policies.yml, not written here), enforced by kube-router: a worker reaches Redis and the
+    cluster DNS and nothing else; Prometheus in the monitoring namespace scrapes the workers and the queue exporter
+    through the ServiceMonitors; a pod of another namespace reaches the gateway's HTTP port but not a worker."""
+    r = playbook("policies.yml")
+    assert r.returncode == 0, r.stdout[-4000:]
+    rendered = json.loads((STATE / "policy-test.json").read_text())
+    ns = "policy-test"
+    kubectl("create", "namespace", ns, check=False)
+    objects = rendered["workers"] + rendered["platform"] + rendered["queue"]
+    kept = [o for o in objects if o["kind"] in ("NetworkPolicy", "Service")] + rendered["servicemonitors"]
+    apply(kept, "policy-objects")
+    workloads = {o["metadata"]["name"]: o for o in objects if o["kind"] in ("Deployment", "StatefulSet")}
+    assert {"stt", "gateway", "queue-exporter", "redis"} <= set(workloads), sorted(workloads)
+
+    def ports_of(name: str) -> list[dict]:
+        return [p for c in workloads[name]["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])]
+
+    kubectl("create", "namespace", "policy-outside", check=False)
+    apply([stand_in(n, ns, workloads[n]["spec"]["template"]["metadata"]["labels"], ports_of(n))
+           for n in ("stt", "gateway", "queue-exporter", "redis")]
+          + [stand_in("outsider", "policy-outside", {"role": "outsider"}, [])], "policy-pods")
+    kubectl("wait", "-n", ns, "--for=condition=Ready", "pod/stt", "pod/gateway", "pod/queue-exporter", "pod/redis",
+            "--timeout=120s", timeout=130)
+    kubectl("wait", "-n", "policy-outside", "--for=condition=Ready", "pod/outsider", "--timeout=120s", timeout=130)
+    ips = {p["metadata"]["name"]: p["status"]["podIP"]
+           for p in json.loads(kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]}
+
+    def port(name: str, port_name: str) -> int:
+        return next(p["containerPort"] for p in ports_of(name) if p["name"] == port_name)
+
+    def reaches(namespace: str, pod: str, host: str, number: int) -> bool:
+        out = kubectl("exec", "-n", namespace, pod, "--", "python", "-c", STAND_IN_CLIENT,
+                      f"http://{host}:{number}/metrics", check=False, timeout=30)
+        return "stand_in_up 1.0" in out.stdout
+
+    # The worker's egress: Redis and DNS only.
+    # By name: the cluster DNS answers the worker (its egress rule names port 53), then Redis's port.
+    redis = f"redis.{ns}.svc.{VARS.get('harness_cluster_domain', 'cluster.local')}"
+    assert reaches(ns, "stt", redis, port("redis", "redis")), "a worker cannot resolve or reach Redis"
+    assert not reaches(ns, "stt", ips["gateway"], port("gateway", "http")), "a worker's egress reached the gateway"
+    # Ingress from outside the namespace: the gateway's HTTP port, never a worker's metrics.
+    assert reaches("policy-outside", "outsider", ips["gateway"], port("gateway", "http"))
+    assert not reaches("policy-outside", "outsider", ips["stt"], port("stt", "metrics")), "default-deny let it in"
+    assert not reaches("policy-outside", "outsider", ips["redis"], port("redis", "redis")), "Redis is open"
+
+    # Prometheus (monitoring namespace) scrapes them through the project's ServiceMonitors, across the policies.
+    wanted = {f"serviceMonitor/{ns}/{m['metadata']['name']}/0" for m in rendered["servicemonitors"]
+              if m["metadata"]["name"] in ("model-worker-stt", "queue-exporter", "gateway")}
+
+    def scraped():
+        active = prometheus("/api/v1/targets?state=active")["activeTargets"]
+        health = {t["scrapePool"]: t["health"] for t in active if t["scrapePool"] in wanted}
+        assert set(health) == wanted and set(health.values()) == {"up"}, health
+        return health
+
+    until("the stack's ServiceMonitor targets up", scraped, timeout=120)
+    up = prometheus(f'/api/v1/query?query=stand_in_up{{namespace="{ns}"}}')["result"]
+    assert {r["metric"].get("job") for r in up} >= {"model-worker-stt", "queue-exporter", "gateway"}, up
+    kubectl("delete", "namespace", ns, "policy-outside", "--wait=false")
 
 
 def test_simulated_gpus_are_allocated_by_the_kubelet(node):
