@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     names = container_names(args.kubectl, args.kubeconfig)
     groups: dict[str, list[int]] = defaultdict(list)
     for pid, (cmd, cgroup) in processes().items():
+        if pid == os.getpid():  # this script's own command line names the patterns
+            continue
         m = CONTAINER_RE.search(cgroup)
         if m:
             groups[names.get(m.group(2), "sandbox")].append(pid)
