@@ -138,15 +138,15 @@ build_etcd() {
 
 # Build one command of a module as a dependency of a throwaway module. `go install ...@v` asks the proxy
 # for the module's version list (a deprecation check), which the proxy refuses for some modules here.
-build_as_dependency() {  # name version module package binary ldflags
-  local name=$1 version=$2 module=$3 package=$4 binary=$5 ldflags=$6
+build_as_dependency() {  # name version module package binary ldflags [module-version, default: version]
+  local name=$1 version=$2 module=$3 package=$4 binary=$5 ldflags=$6 modversion=${7:-$2}
   local out="$BIN/$name-v$version" t=$SECONDS
   if built "$out"; then log "$name v$version cached in $out"; return; fi
   local mod="$WORK/$name-v$version"
   rm -rf "$mod" && mkdir -p "$mod" && cd "$mod"
   go mod init "local/$name-build" >/dev/null 2>&1
   log "$name v$version: resolving and compiling"
-  quiet go get "$package@v$version"
+  quiet go get "$package@v$modversion"
   mkdir -p "$out.tmp"
   quiet go build -trimpath -ldflags "$ldflags" -o "$out.tmp/$binary" "$package"
   rm -rf "$out" && mv "$out.tmp" "$out"
@@ -213,21 +213,11 @@ build_prometheus_operator
 # leaves them out). Without the builtinassets tag the web UI's assets are not embedded (upstream builds them with
 # npm first): the UI's pages answer with an error, the HTTP API is complete.
 build_prometheus() {
-  local version=$PROMETHEUS_VERSION out="$BIN/prometheus-v$PROMETHEUS_VERSION" t=$SECONDS
-  if built "$out"; then log "prometheus v$version cached in $out"; return; fi
-  local major=${version%%.*} rest=${version#*.}; local minor=${rest%%.*} patch=${rest#*.}
-  local modversion="0.$((major * 100 + minor)).$patch" module=github.com/prometheus/prometheus
-  local mod="$WORK/prometheus-v$version"
-  local ldflags="-s -w -X github.com/prometheus/common/version.Version=$version"
-  ldflags+=" -X github.com/prometheus/common/version.Revision=v$version -X github.com/prometheus/common/version.Branch=release"
-  rm -rf "$mod" && mkdir -p "$mod" && cd "$mod"
-  go mod init local/prometheus-build >/dev/null 2>&1
-  log "prometheus v$version (module v$modversion): resolving and compiling"
-  quiet go get "$module/cmd/prometheus@v$modversion"
-  mkdir -p "$out.tmp"
-  quiet go build -trimpath -ldflags "$ldflags" -o "$out.tmp/prometheus" "$module/cmd/prometheus"
-  rm -rf "$out" && mv "$out.tmp" "$out"
-  finish "$out" "prometheus v$version" "$t"
+  local major=${PROMETHEUS_VERSION%%.*} rest=${PROMETHEUS_VERSION#*.}; local minor=${rest%%.*} patch=${rest#*.}
+  local v=$PROMETHEUS_VERSION; local ldflags="-s -w -X github.com/prometheus/common/version.Version=$v"
+  ldflags+=" -X github.com/prometheus/common/version.Revision=v$v -X github.com/prometheus/common/version.Branch=release"
+  build_as_dependency prometheus "$v" github.com/prometheus/prometheus github.com/prometheus/prometheus/cmd/prometheus \
+    prometheus "$ldflags" "0.$((major * 100 + minor)).$patch"
 }
 build_prometheus
 log "all binaries ready under $BIN (total $((SECONDS - start_all))s)"
