@@ -84,6 +84,9 @@ CASES = [
     ("local", "real_node", "main", {"real_node_kube_proxy_healthz_port": 16250}, "ports must differ"),
     ("local", "real_node", "main", {"real_node_insecure_registries": ["registry.example.com:5000"]},
      "real_node_insecure_registries"),
+    ("local", "real_node", "main", {"real_node_volumes": 65}, "real_node_volumes"),
+    ("local", "real_node", "main", {"real_node_volume_size": "10GB"}, "real_node_volume_size"),
+    ("local", "real_node", "main", {"real_node_storage_class": "Harness_Local"}, "real_node_storage_class"),
 ]
 # A looped assert reports "One or more items failed"; the item's own message is the one a user reads.
 FIRST_MESSAGE = ("{{ (ansible_failed_result.results | default([]) | selectattr('failed', 'defined') | selectattr('failed')"

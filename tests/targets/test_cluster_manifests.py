@@ -2,6 +2,7 @@
 (tests/targets/render.yml calls the roles' own tasks/manifests.yml) and checked against the inventory and the
 documentation. test_dry_run.py submits the same objects to a real kube-apiserver."""
 
+import json
 import re
 from pathlib import Path
 
@@ -56,6 +57,32 @@ def test_every_service_object_is_rendered(rendered, target):
     assert sorted(published) == dashboards
     assert r["prometheus_stack_values"]["prometheus"]["prometheusSpec"]
     assert r["prometheus_adapter_values"]["rules"]["external"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_gateway_replica_mounts_the_generated_api_key(rendered, target):
+    """The first API key is generated into a Secret (never into one replica's emptyDir, where it would be unreadable
+    through the API and die with the pod); every replica mounts it where GATEWAY_API_KEY_FILE points and, as
+    workers/gateway/keys.py does with a key file, registers it in the shared Redis key store."""
+    secret = one(rendered, target, "Secret", "gateway-api-key")
+    key = secret["stringData"]["key"]
+    assert re.fullmatch(r"mgw_[A-Za-z0-9]{43}", key), "the key is not a generated mgw_ token"
+    redis_password = one(rendered, target, "Secret", "redis-auth")["stringData"]["password"]
+    assert key[4:] != redis_password
+    spec = one(rendered, target, "Deployment", "gateway")["spec"]
+    assert spec["replicas"] >= 2
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    key_file = Path(env["GATEWAY_API_KEY_FILE"])
+    mount = next(m for m in container["volumeMounts"] if Path(m["mountPath"]) == key_file.parent)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "gateway-api-key" and mount.get("readOnly") is True
+    assert volume["secret"]["items"] == [{"key": "key", "path": key_file.name}]
+    # Readable by the gateway's user through its group only (0440, group fsGroup), not by everyone.
+    assert volume["secret"]["defaultMode"] == 0o440 and pod["securityContext"]["fsGroup"] == pod["securityContext"][
+        "runAsUser"]
+    assert env.get("GATEWAY_KEY_STORE", "redis") == "redis"
 
 
 def _k8s_tasks(path: Path):
@@ -355,3 +382,48 @@ def test_prometheus_rules_are_rule_groups(rendered, target):
             for rule in group["rules"]:
                 assert ("alert" in rule) != ("record" in rule) and rule["expr"], rule
                 assert set(rule) <= {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+
+
+# ---- placement is a per-target variable: every pod of the stack follows harness_pod_node_selector/tolerations ----
+
+STACK_WORKLOADS = {("StatefulSet", "redis"), ("Deployment", "gateway"), ("Deployment", "queue-exporter"),
+                   ("Deployment", "cost-exporter")}
+
+
+def _pod_specs(rendering):
+    return {(o["kind"], o["metadata"]["name"]): o["spec"]["template"]["spec"] for o in rendering["objects"]
+            if o["kind"] in ("Deployment", "StatefulSet") and o["metadata"]["namespace"] == rendering["namespace"]}
+
+
+def test_the_clouds_place_the_stack_by_the_gpu_label_only(rendered):
+    """Cloud inventories set no stack-wide placement: Redis, the gateway and the exporters go wherever the cluster's
+    CPU pools take them, and the workers by the GPU label GPU feature discovery publishes (documented in
+    docs/targets.md)."""
+    for target in TARGETS:
+        specs = _pod_specs(rendered[target])
+        assert set(specs) >= STACK_WORKLOADS, sorted(specs)
+        for key in STACK_WORKLOADS:
+            assert "nodeSelector" not in specs[key] and "tolerations" not in specs[key], (target, key, specs[key])
+        for svc in rendered[target]["services"]:
+            assert specs[("Deployment", svc["name"])]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+
+
+def test_pod_placement_variables_reach_every_pod_of_the_stack(tmp_path):
+    """The local real node's placement (its label, and its GPU taint tolerated) is variables, not a fork: rendered
+    for self_managed with them set, every workload carries them, the workers beside their GPU selector."""
+    selector = {"harness.local/real-node": "true"}
+    toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    extra = {"harness_pod_node_selector": selector, "harness_pod_tolerations": [toleration],
+             "model_services_worker_resources": {"cpu": "100m"}}
+    r = ansible_playbook("-i", "inventories/self_managed", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
+                         "-e", json.dumps(extra))
+    assert r.returncode == 0, r.stdout[-3000:]
+    rendering = json.loads((tmp_path / "controller.json").read_text())
+    specs = _pod_specs(rendering)
+    for key in STACK_WORKLOADS:
+        assert specs[key]["nodeSelector"] == selector and specs[key]["tolerations"] == [toleration], (key, specs[key])
+    for svc in rendering["services"]:
+        spec = specs[("Deployment", svc["name"])]
+        assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true", **selector}, spec["nodeSelector"]
+        requests = spec["containers"][0]["resources"]["requests"]
+        assert requests == {"cpu": "100m", "memory": svc["resources"]["memory"]}, requests
