@@ -532,7 +532,86 @@ def test_the_cluster_path_runs_on_the_node_from_the_projects_images(node, tmp_pa
     assert not [k for r in costs for k in r["metric"] if k.startswith("exported_")], costs
     groups = {g["name"] for g in prometheus("/api/v1/rules")["groups"]}
     assert "gpu-cost" in groups, groups
-    kubectl("delete", "namespace", ns, outside, "--wait=true", timeout=180)
+    kubectl("delete", "namespace", outside, "--wait=false")
+    (STATE / "cluster-path-audio.wav").write_bytes(wav)  # the next test's backlog
+
+
+def test_the_hpa_scales_the_workers_on_the_node_from_the_queue_depth(node):
+    """The project's prometheus-adapter objects (as every cluster target applies them) serve the queue depth from the
+    node's Prometheus; the stt HPA (rendered from the service table by roles/autoscaling) raises the Deployment under
+    a backlog submitted through the API server, the scheduler places the new pods on the simulated GPU slots the tts
+    workers gave back, the kubelet starts them, and every job completes. Figures from the inventory: the pool's slots
+    (gpus_per_node x time_slicing_replicas) and the table's stt policy (min, max, queue_depth_per_pod)."""
+    ns = CLUSTER_NS
+    rendered = json.loads((STATE / "cluster-path.json").read_text())
+    apply(rendered["adapter"], "cluster-path-adapter")
+    kubectl("rollout", "status", "-n", MONITORING, "deployment/prometheus-adapter", "--timeout=180s", timeout=190)
+
+    def available():
+        apis = json.loads(kubectl("get", "apiservice", "-l", "app.kubernetes.io/name=prometheus-adapter", "-o",
+                                  "json").stdout)["items"]
+        ok = [a["metadata"]["name"] for a in apis if {c["type"]: c["status"] for c in
+                                                      a["status"].get("conditions", [])}.get("Available") == "True"]
+        assert len(ok) == 3, [(a["metadata"]["name"], a["status"]) for a in apis]
+        return ok
+    until("the adapter's APIServices Available", available, timeout=120)
+
+    def depth():
+        out = kubectl("get", "--raw", f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/redis_queue_depth"
+                      "?labelSelector=queue_name%3Dstt", check=False)
+        assert out.returncode == 0, out.stderr
+        items = json.loads(out.stdout)["items"]
+        assert items, out.stdout
+        return items
+    until("redis_queue_depth{queue_name=stt} through the external metrics API", depth, timeout=120)
+
+    pool = yaml.safe_load((REPO / "inventories/local/group_vars/all/gpu.yml").read_text())["harness_gpu_node_pools"][0]
+    slots = int(pool["gpus_per_node"]) * int(pool["time_slicing_replicas"])
+    table = {s["name"]: s for s in yaml.safe_load((REPO / "roles/harness/defaults/main.yml").read_text())[
+        "harness_services"]}
+    policy = table["stt"]["hpa"]
+    hpa = next(o for o in rendered["hpas"] if o["metadata"]["name"] == "stt")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (policy["min"], policy["max"]), hpa["spec"]
+    # The tts workers give their slots back; the stt workers may then grow to every slot of the node.
+    kubectl("scale", "-n", ns, "deployment/tts", "--replicas=0")
+    until("the tts pods gone", lambda: not json.loads(kubectl(
+        "get", "pods", "-n", ns, "-l", "app.kubernetes.io/name=tts", "-o", "json").stdout)["items"], timeout=120)
+    apply([hpa], "cluster-path-hpa")
+    key = base64.b64decode(json.loads(kubectl("get", "secret", "-n", ns, "gateway-api-key", "-o", "json").stdout)[
+        "data"]["key"]).decode()
+    jobs = []
+    backlog = 16 * int(policy["queue_depth_per_pod"])  # enough to ask for more workers than the node has slots
+    audio = str(STATE / "cluster-path-audio.wav")
+    while len(jobs) < backlog:
+        status, body = through_apiserver("POST", "services/gateway:http", "/v1/jobs/stt",
+                                         {"X-API-Key": key, "Content-Type": "multipart/form-data"},
+                                         files={"file": audio})
+        if status == 429:  # the gateway's rate limit per key: wait as it says
+            time.sleep(1)
+            continue
+        assert status == 202, (status, body[:300])
+        jobs.append(json.loads(body)["id"])
+    peak = {"desired": 0, "running": 0}
+
+    def drained():
+        obj = json.loads(kubectl("get", "hpa", "-n", ns, "stt", "-o", "json").stdout)
+        peak["desired"] = max(peak["desired"], obj["status"].get("desiredReplicas", 0))
+        pods = json.loads(kubectl("get", "pods", "-n", ns, "-l", "app.kubernetes.io/name=stt", "-o",
+                                  "json").stdout)["items"]
+        running = [p for p in pods if p["status"].get("phase") == "Running" and p["spec"].get("nodeName") == NODE]
+        peak["running"] = max(peak["running"], len(running))
+        left = [j for j in jobs if json.loads(through_apiserver(
+            "GET", "services/gateway:http", f"/v1/jobs/{j}", {"X-API-Key": key})[1])["status"] != "completed"]
+        assert not left, f"{len(left)} of {len(jobs)} jobs not completed; peak {peak}"
+        return True
+    until("the backlog drained", drained, timeout=420, every=5)
+    print(f"stt HPA: peak desired {peak['desired']}, peak Running on the node {peak['running']} (slots {slots})")
+    assert peak["desired"] > policy["min"], peak
+    assert peak["running"] == min(slots, policy["max"]), peak
+    failed = [j for j in jobs if json.loads(through_apiserver(
+        "GET", "services/gateway:http", f"/v1/jobs/{j}", {"X-API-Key": key})[1])["status"] == "failed"]
+    assert not failed, failed
+    kubectl("delete", "namespace", ns, "--wait=true", timeout=240)
 
 
 def test_simulated_gpus_are_allocated_by_the_kubelet(node):

@@ -3,11 +3,12 @@ kube-apiserver with dryRun=All (server-side apply): the apiserver's own validati
 The objects are what the roles' tasks/manifests.yml render (tests/targets/render.yml): the GPU Operator's namespace
 and quota, the time-slicing ConfigMap, the monitoring namespace and dashboards, the services namespace, Redis and
 its Secret, the model services (Deployment, Service, PodDisruptionBudget, NetworkPolicy), the gateway, the queue
-and cost exporters with their RBAC and config, the NetworkPolicies, the HPAs, and the self-managed Node objects.
+and cost exporters with their RBAC and config, the NetworkPolicies, the HPAs, prometheus-adapter (RBAC, Deployment,
+APIServices), and the self-managed Node objects.
 test_cluster_manifests.py checks that the roles apply nothing else.
 
 Not covered here, and why:
-- The Helm releases (GPU Operator, kube-prometheus-stack, prometheus-adapter): the charts cannot be fetched in this
+- The Helm releases (GPU Operator, kube-prometheus-stack): the charts cannot be fetched in this
   environment, so their manifests cannot be rendered; test_rendered.py and test_cluster_manifests.py check the
   values passed to them instead.
 - Custom resources whose CRDs ship with those charts (ServiceMonitor, PrometheusRule, ClusterPolicy): reported as
