@@ -10,6 +10,7 @@ The test's own state directory, cluster, bridge, pod network and ports (28xxx): 
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import json
 import os
@@ -381,13 +382,19 @@ CONNECTS = ("import socket, sys\n"
             "    print('refused', exc)\n")
 
 
+@functools.cache
+def _api_client():
+    """One client of the test cluster for the module (building one reads the kubeconfig and writes its keys out)."""
+    from kubernetes import config
+    return config.new_client_from_config(str(STATE / "kubeconfig"))
+
+
 def through_apiserver(method: str, target: str, path: str, headers: dict[str, str] | None = None, body=None,
                       files: dict[str, str] | None = None):
     """A request to a Service (`services/<name>:<port>`) or pod (`pods/<name>:<port>`) of the stack through the API
     server's proxy, with the kubeconfig only (what a user of any inventory can do); returns (status, body bytes)."""
-    from kubernetes import config
     from kubernetes.client.exceptions import ApiException
-    api = config.new_client_from_config(str(STATE / "kubeconfig"))
+    api = _api_client()
     try:
         r = api.call_api(f"/api/v1/namespaces/{CLUSTER_NS}/{target}/proxy{path}", method,
                          header_params=headers or {}, body=body, files=files or {}, auth_settings=["BearerToken"],
@@ -395,8 +402,6 @@ def through_apiserver(method: str, target: str, path: str, headers: dict[str, st
         return r[1], r[0].data
     except ApiException as exc:
         return exc.status, (exc.body or b"")
-    finally:
-        api.close()
 
 
 def test_the_cluster_path_runs_on_the_node_from_the_projects_images(node, tmp_path):
