@@ -404,34 +404,39 @@ def through_apiserver(method: str, target: str, path: str, headers: dict[str, st
         return exc.status, (exc.body or b"")
 
 
+def changed_tasks(result: subprocess.CompletedProcess) -> list[str]:
+    return [m.group(1) for m in re.finditer(r"^TASK \[(.*)\][^\n]*\n[^\n]*\nchanged:", result.stdout, re.M)]
+
+
 def test_the_cluster_path_runs_on_the_node_from_the_projects_images(node, tmp_path):
-    """What GKE, EKS and self-managed clusters get for the queue and the model services (rendered from roles/queue and
-    roles/model_services by cluster_path.yml, with the local inventory's per-target variables), run on the real node
-    from the project's images: Redis on a PersistentVolume of the node's default StorageClass, two gateway replicas
-    sharing the API key the role generated into a Secret, the queue exporter, and the stt and tts workers on
-    simulated GPU slots. A TTS job submitted through the API server is synthesised by the Piper worker, its audio is
-    transcribed by the faster-whisper worker, and Prometheus scrapes them through the project's ServiceMonitors.
-    kube-router enforces the project's NetworkPolicies: a worker reaches Redis and nothing else; a pod of another
-    namespace reaches the gateway's HTTP port, neither a worker nor Redis."""
-    r = playbook("cluster_path.yml")
-    assert r.returncode == 0, r.stdout[-4000:]
-    rendered = json.loads((STATE / "cluster-path.json").read_text())
+    """What every target gets for monitoring, the queue, the model services, their HPAs and cost tracking, deployed by
+    the service roles themselves (cluster_path.yml runs them as site.yml does, with the local inventory's variables
+    for its real node), runs on the real node from the project's images: Redis on a PersistentVolume of the node's
+    default StorageClass, two gateway replicas sharing the API key the role generated into a Secret, the queue
+    exporter, the cost exporter, prometheus-adapter, and the stt and tts workers on simulated GPU slots under their
+    HPAs. A TTS job submitted through the API server is synthesised by the Piper worker, its audio is transcribed by
+    the faster-whisper worker, and Prometheus scrapes them through the project's ServiceMonitors. kube-router
+    enforces the project's NetworkPolicies: a worker reaches Redis and nothing else; a pod of another namespace
+    reaches the gateway's HTTP port, neither a worker nor Redis. The node's Alertmanager has the role's configuration
+    and Prometheus the role's rules. A second run of the roles changes nothing."""
+    started = time.monotonic()
+    r = playbook("cluster_path.yml", timeout=1200)
+    assert r.returncode == 0, r.stdout[-6000:]
+    print(f"the service roles on the node: {time.monotonic() - started:.0f}s")
     ns = CLUSTER_NS
-    kubectl("create", "namespace", ns, check=False)
-    objects = rendered["secrets"] + rendered["queue"] + rendered["platform"] + rendered["workers"] + rendered["cost"]
-    apply(objects + rendered["servicemonitors"], "cluster-path-objects")
-    workloads = {o["metadata"]["name"]: o for o in objects if o["kind"] in ("Deployment", "StatefulSet")}
-    assert {"stt", "tts", "gateway", "queue-exporter", "redis"} <= set(workloads), sorted(workloads)
+    listed = json.loads(kubectl("get", "deployments,statefulsets", "-n", ns, "-o", "json").stdout)["items"]
+    workloads = {o["metadata"]["name"]: o for o in listed}
+    assert {"stt", "tts", "gateway", "queue-exporter", "redis", "cost-exporter"} <= set(workloads), sorted(workloads)
     for kind, name in [("statefulset", "redis"), ("deployment", "gateway"), ("deployment", "queue-exporter"),
                        ("deployment", "stt"), ("deployment", "tts"), ("deployment", "cost-exporter")]:
-        started = time.monotonic()
-        out = kubectl("rollout", "status", "-n", ns, f"{kind}/{name}", "--timeout=420s", check=False, timeout=430)
+        out = kubectl("rollout", "status", "-n", ns, f"{kind}/{name}", "--timeout=300s", check=False, timeout=310)
         assert out.returncode == 0, (name, out.stdout, out.stderr, kubectl(
             "get", "pods,pvc,events", "-n", ns, "-o", "wide", check=False).stdout)
-        print(f"{name} ready in {time.monotonic() - started:.0f}s")
     pods = json.loads(kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
     assert {p["spec"].get("nodeName") for p in pods} == {NODE}, [(p["metadata"]["name"], p["spec"].get("nodeName"))
                                                                   for p in pods]
+    # Every container from the node's registry (the project's images), none a host process.
+    assert {c["image"].split("/")[0] for p in pods for c in p["spec"]["containers"]} == {REGISTRY}
     # Redis's claim and the cost ledger's are bound to the node's local volumes, through the default StorageClass.
     for claim in ("data-redis-0", "cost-exporter-state"):
         pvc = json.loads(kubectl("get", "pvc", "-n", ns, claim, "-o", "json").stdout)
@@ -510,10 +515,10 @@ def test_the_cluster_path_runs_on_the_node_from_the_projects_images(node, tmp_pa
 
     # Prometheus (monitoring namespace) scrapes the workers, the gateway and the queue exporter through the
     # project's ServiceMonitors, across the policies; the finished jobs are in the worker series, by pod.
-    monitors = rendered["servicemonitors"] + [o for o in rendered["cost"] if o["kind"] == "ServiceMonitor"]
+    monitors = json.loads(kubectl("get", "servicemonitors", "-n", ns, "-o", "json").stdout)["items"]
     wanted = {f"serviceMonitor/{ns}/{m['metadata']['name']}/0" for m in monitors if m["metadata"]["name"] in (
         "model-worker-stt", "model-worker-tts", "queue-exporter", "gateway", "cost-exporter")}
-    assert len(wanted) == 5, monitors
+    assert len(wanted) == 5, [m["metadata"]["name"] for m in monitors]
 
     def scraped():
         active = prometheus("/api/v1/targets?state=active")["activeTargets"]
@@ -535,10 +540,71 @@ def test_the_cluster_path_runs_on_the_node_from_the_projects_images(node, tmp_pa
     assert {r["metric"]["service"] for r in costs} == {"stt", "tts"}, costs
     assert all(float(r["value"][1]) > 0 and r["metric"]["job"] == "cost-exporter" for r in costs), costs
     assert not [k for r in costs for k in r["metric"] if k.startswith("exported_")], costs
+    # The rules and Alertmanager's configuration of roles/prometheus_stack (install: objects), from the role's own
+    # templates: its rule groups and cost_tracking's are loaded; the route sends to the inventory's webhook, which
+    # on the real node is the node's bridge address (the load-test checker listens there).
+    templates = (REPO / "roles/prometheus_stack/templates/service-alerts.rules.yml.j2").read_text()
+    expected_groups = set(re.findall(r"^  - name: ([\w-]+)$", templates, re.M)) | {"gpu-cost"}
+    assert len(expected_groups) >= 3, expected_groups
     groups = {g["name"] for g in prometheus("/api/v1/rules")["groups"]}
-    assert "gpu-cost" in groups, groups
+    assert expected_groups <= groups, groups
+    hook = f"http://{VARS['harness_local_node_ip']}:19095/alerts"
+
+    def configured():
+        raw = kubectl("get", "--raw", f"/api/v1/namespaces/{MONITORING}/services/alertmanager-operated:web/proxy"
+                      "/api/v2/status", check=False)
+        assert raw.returncode == 0, raw.stderr
+        config = yaml.safe_load(json.loads(raw.stdout)["config"]["original"])
+        assert config["route"]["receiver"] == "notify", config["route"]
+        urls = [w["url"] for r in config["receivers"] for w in r.get("webhook_configs", [])]
+        assert urls == [hook], urls
+        return config
+    until("Alertmanager loaded the role's configuration", configured, timeout=120)
     kubectl("delete", "namespace", outside, "--wait=false")
+
+    # The same roles again: nothing to change (the live replica counts are the HPAs', the Secrets exist).
+    again = playbook("cluster_path.yml", timeout=900)
+    assert again.returncode == 0, again.stdout[-6000:]
+    assert recap(again)["changed"] == 0, changed_tasks(again)
     (STATE / "cluster-path-audio.wav").write_bytes(wav)  # the next test's backlog
+
+
+def verify(*extra: str) -> subprocess.CompletedProcess:
+    """playbooks/verify.yml, as a user runs it on the local inventory, aimed at the test's cluster and namespace."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([str(BIN / "ansible-playbook"), "-i", "inventories/local", "playbooks/verify.yml",
+                           "-e", f"@{HERE / 'vars.yml'}", "-e", f"harness_namespace={CLUSTER_NS}", *extra],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_the_doctor_checks_the_node_through_the_api_server_and_names_prometheus_scaled_to_0(node):
+    """verify.yml on the local inventory with its real node reaches Prometheus, Alertmanager and the exporters through
+    the API server's service proxy (the kubeconfig only) and passes every hop on the roles' deployment; with the
+    operator's Prometheus scaled to 0 it fails, naming the prometheus hop and the Service with no endpoint."""
+    r = verify()
+    assert r.returncode == 0, r.stdout[-4000:]
+    result = json.loads((STATE / "verify.json").read_text())
+    assert result["ok"] and [h["hop"] for h in result["hops"]] == [
+        "exporters", "prometheus", "apiservice", "adapter", "hpa", "alertmanager"], result
+    assert set(result["hops"][0]["data"]["up"]) == {"queue-exporter", "cost-exporter", "nvidia-dcgm-exporter"}, result
+    assert all(url.startswith("service:") for url in result["hops"][0]["data"]["up"].values()), result
+
+    name = "k8s"
+    kubectl("patch", "prometheus", "-n", MONITORING, name, "--type=merge", "-p", '{"spec":{"replicas":0}}')
+    try:
+        selector = f"app.kubernetes.io/name=prometheus,operator.prometheus.io/name={name}"
+        until("Prometheus's pod gone", lambda: not json.loads(kubectl(
+            "get", "pods", "-n", MONITORING, "-l", selector, "-o", "json").stdout)["items"], timeout=120)
+        down = verify("-e", "verify_settle_seconds=0")
+        assert down.returncode != 0, down.stdout[-3000:]
+        assert "FAILED at hop 'prometheus'" in down.stdout, down.stdout[-3000:]
+        assert "service:monitoring/prometheus-operated:web" in down.stdout and "503" in down.stdout, down.stdout[-3000:]
+    finally:
+        kubectl("patch", "prometheus", "-n", MONITORING, name, "--type=merge", "-p", '{"spec":{"replicas":1}}')
+        kubectl("rollout", "status", "-n", MONITORING, f"statefulset/prometheus-{name}", "--timeout=240s",
+                timeout=250)
+        until("Prometheus answers again", lambda: prometheus("/api/v1/query?query=up"), timeout=120)
 
 
 def test_the_hpa_scales_the_workers_on_the_node_from_the_queue_depth(node):
@@ -548,18 +614,11 @@ def test_the_hpa_scales_the_workers_on_the_node_from_the_queue_depth(node):
     workers gave back, the kubelet starts them, and every job completes. Figures from the inventory: the pool's slots
     (gpus_per_node x time_slicing_replicas) and the table's stt policy (min, max, queue_depth_per_pod)."""
     ns = CLUSTER_NS
-    rendered = json.loads((STATE / "cluster-path.json").read_text())
-    apply(rendered["adapter"], "cluster-path-adapter")
-    kubectl("rollout", "status", "-n", MONITORING, "deployment/prometheus-adapter", "--timeout=180s", timeout=190)
-
-    def available():
-        apis = json.loads(kubectl("get", "apiservice", "-l", "app.kubernetes.io/name=prometheus-adapter", "-o",
-                                  "json").stdout)["items"]
-        ok = [a["metadata"]["name"] for a in apis if {c["type"]: c["status"] for c in
-                                                      a["status"].get("conditions", [])}.get("Available") == "True"]
-        assert len(ok) == 3, [(a["metadata"]["name"], a["status"]) for a in apis]
-        return ok
-    until("the adapter's APIServices Available", available, timeout=120)
+    # roles/prometheus_adapter deployed the adapter and waited for its APIServices (cluster_path.yml).
+    apis = json.loads(kubectl("get", "apiservice", "-l", "app.kubernetes.io/name=prometheus-adapter", "-o",
+                              "json").stdout)["items"]
+    assert len(apis) == 3 and all({c["type"]: c["status"] for c in a["status"].get("conditions", [])}.get(
+        "Available") == "True" for a in apis), [(a["metadata"]["name"], a["status"]) for a in apis]
 
     def depth():
         out = kubectl("get", "--raw", f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/redis_queue_depth"
@@ -575,13 +634,14 @@ def test_the_hpa_scales_the_workers_on_the_node_from_the_queue_depth(node):
     table = {s["name"]: s for s in yaml.safe_load((REPO / "roles/harness/defaults/main.yml").read_text())[
         "harness_services"]}
     policy = table["stt"]["hpa"]
-    hpa = next(o for o in rendered["hpas"] if o["metadata"]["name"] == "stt")
+    hpa = json.loads(kubectl("get", "hpa", "-n", ns, "stt", "-o", "json").stdout)
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (policy["min"], policy["max"]), hpa["spec"]
-    # The tts workers give their slots back; the stt workers may then grow to every slot of the node.
+    # The tts workers give their slots back (their HPA removed, or it would restore its minimum); the stt workers may
+    # then grow to every slot of the node.
+    kubectl("delete", "hpa", "-n", ns, "tts")
     kubectl("scale", "-n", ns, "deployment/tts", "--replicas=0")
     until("the tts pods gone", lambda: not json.loads(kubectl(
         "get", "pods", "-n", ns, "-l", "app.kubernetes.io/name=tts", "-o", "json").stdout)["items"], timeout=120)
-    apply([hpa], "cluster-path-hpa")
     key = base64.b64decode(json.loads(kubectl("get", "secret", "-n", ns, "gateway-api-key", "-o", "json").stdout)[
         "data"]["key"]).decode()
     jobs = []

@@ -87,6 +87,11 @@ CASES = [
     ("local", "real_node", "main", {"real_node_volumes": 65}, "real_node_volumes"),
     ("local", "real_node", "main", {"real_node_volume_size": "10GB"}, "real_node_volume_size"),
     ("local", "real_node", "main", {"real_node_storage_class": "Harness_Local"}, "real_node_storage_class"),
+    # The monitoring's install mode, and what the objects mode (an operator that runs already) can configure.
+    ("local", "prometheus_stack", "main", {"prometheus_stack_install": "helm"}, "prometheus_stack_install"),
+    ("local", "prometheus_stack", "main", {"prometheus_stack_alert_slack": {"secret": "slack", "key": "url",
+                                                                            "channel": "#alerts"}},
+     "takes webhook receivers only"),
 ]
 # A looped assert reports "One or more items failed"; the item's own message is the one a user reads.
 FIRST_MESSAGE = ("{{ (ansible_failed_result.results | default([]) | selectattr('failed', 'defined') | selectattr('failed')"

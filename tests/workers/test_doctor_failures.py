@@ -34,9 +34,9 @@ class Stub(BaseHTTPRequestHandler):
     """Answers by path prefix from the server's `routes`: (content type, body)."""
 
     def do_GET(self):
-        for prefix, (ctype, body) in self.server.routes.items():
+        for prefix, (ctype, body, *status) in self.server.routes.items():
             if self.path.startswith(prefix):
-                self.send_response(200)
+                self.send_response(status[0] if status else 200)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -143,6 +143,7 @@ def test_an_api_server_answering_html_names_the_apiservice_hop(tmp_path, capsys,
     ("prometheus", "ftp://127.0.0.1/prometheus", "prometheus"),
     ("alertmanager", "127.0.0.1:9093", "alertmanager"),
     ("queue-exporter", "file:///etc/passwd", "exporters"),
+    ("prometheus", "service:monitoring/prometheus-operated", "prometheus"),  # a service reference without its port
 ])
 def test_a_url_that_is_not_http_names_its_hop(tmp_path, capsys, healthy, option, url, hop):
     kubeconfig = _kubeconfig(tmp_path, f"https://127.0.0.1:{free_port()}")
@@ -150,6 +151,7 @@ def test_a_url_that_is_not_http_names_its_hop(tmp_path, capsys, healthy, option,
     assert rc == 1
     failed = next(h for h in result["hops"] if h["hop"] == hop)
     assert not failed["ok"] and url in failed["detail"] and "not an http(s) URL" in failed["detail"], failed
+    assert "service:<namespace>/<name>:<port>" in failed["detail"], failed  # and says what else is allowed
     if hop != "alertmanager":  # alertmanager is the last hop; the API server (down here) fails before it
         assert result["failed_hop"] == hop, result
 
@@ -196,3 +198,33 @@ def test_a_missing_kubeconfig_is_named(tmp_path, healthy):
         main(["--kubeconfig", str(missing), "--namespace", "harness", "--service", "stt:stt",
               "--prometheus-url", healthy["prometheus"], "--alertmanager-url", healthy["alertmanager"]])
     assert str(missing) in str(exc.value) and "kubeconfig" in str(exc.value), exc.value
+
+
+def test_service_references_go_through_the_api_server_and_a_service_without_endpoints_is_named(tmp_path, capsys):
+    """service:<namespace>/<name>:<port>/path is fetched from the API server's service proxy with the kubeconfig's
+    credentials (here a stub API server); Prometheus scaled to 0 (the API server's 503, no endpoints) fails the
+    prometheus hop, naming the reference and the likely cause, while the proxied exporters and Alertmanager pass."""
+    proxy = "/api/v1/namespaces/{}/services/{}/proxy"
+    routes = {proxy.format("harness", f"{name}:http") + "/metrics": ("text/plain", f"{m} 1\n".encode())
+              for name, m in METRICS.items()}
+    routes[proxy.format("monitoring", "alertmanager-operated:web") + "/api/v2/status"] = (
+        "application/json", json.dumps(ALERTMANAGER_OK).encode())
+    routes[proxy.format("monitoring", "prometheus-operated:web") + "/api/v1/query"] = (
+        "application/json", json.dumps({"kind": "Status", "status": "Failure", "code": 503, "reason":
+                                        "ServiceUnavailable", "message": 'no endpoints available for service '
+                                        '"prometheus-operated"'}).encode(), 503)
+    server, base = _serve(routes)
+    try:
+        urls = {"prometheus": "service:monitoring/prometheus-operated:web",
+                "alertmanager": "service:monitoring/alertmanager-operated:web",
+                **{name: f"service:harness/{name}:http/metrics" for name in METRICS}}
+        rc, result, err = _doctor(capsys, _kubeconfig(tmp_path, base), urls)
+    finally:
+        server.shutdown()
+    hops = {h["hop"]: h for h in result["hops"]}
+    assert rc == 1 and result["failed_hop"] == "prometheus", result
+    assert hops["exporters"]["ok"] and hops["alertmanager"]["ok"], hops
+    reason = result["reason"]
+    assert "service:monitoring/prometheus-operated:web" in reason and "503" in reason, reason
+    assert "no endpoints available" in reason and "scaled to 0" in reason, reason
+    assert "doctor: FAILED at hop 'prometheus'" in err

@@ -22,6 +22,8 @@ from workers.doctor.hops import Pipeline, json_getter, run_all
 DEFAULT_EXPORTER_METRICS = {
     "queue-exporter": ["redis_queue_depth"],
     "gpu-exporter": ["DCGM_FI_DEV_GPU_UTIL"],
+    # The DCGM exporter's job and Service name on clusters (the GPU Operator's) and on the local real node.
+    "nvidia-dcgm-exporter": ["DCGM_FI_DEV_GPU_UTIL"],
     "cost-exporter": ["service_cost_per_hour"],
 }
 
@@ -33,9 +35,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--service", action="append", default=[], metavar="NAME:QUEUE", required=True,
                     help="a model service and its queue; repeat per service")
     ap.add_argument("--exporter", action="append", default=[], metavar="NAME=URL",
-                    help="an exporter's /metrics URL; repeat per exporter")
-    ap.add_argument("--prometheus-url", required=True)
-    ap.add_argument("--alertmanager-url", required=True)
+                    help="an exporter's /metrics URL or service reference; NAME is its Prometheus job; repeat per "
+                         "exporter")
+    ap.add_argument("--prometheus-url", required=True,
+                    help="http(s)://host:port, or service:<namespace>/<name>:<port> through the API server's proxy")
+    ap.add_argument("--alertmanager-url", required=True, help="as --prometheus-url")
     ap.add_argument("--output", help="also write the JSON result to this file")
     ap.add_argument("--settle", type=float, default=0.0, metavar="SECONDS",
                     help="re-check every few seconds for up to this long before failing: a process started just "
@@ -69,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         services=services,
         exporters=exporters,
         exporter_metrics={k: v for k, v in DEFAULT_EXPORTER_METRICS.items() if k in exporters},
-        prometheus_get=json_getter(args.prometheus_url),
-        alertmanager_get=json_getter(args.alertmanager_url),
+        prometheus_get=json_getter(args.prometheus_url, api),
+        alertmanager_get=json_getter(args.alertmanager_url, api),
         api=api,
     )
     if args.settle < 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -50,10 +51,72 @@ class PeerError(Exception):
 API_UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)
 
 
-def http_get(url: str, timeout: float = 5.0) -> bytes:
+# A Service of the cluster, reached through the API server's service proxy with the kubeconfig's credentials only:
+# service:<namespace>/<name>:<port name or number>[/path]. The same reference works on every target (no port-forward,
+# no node address), and a Service with no ready endpoint fails with the API server's 503 naming it.
+SERVICE_REF = re.compile(r"^service:(?P<ns>[a-z0-9-]+)/(?P<name>[a-z0-9-]+):(?P<port>[a-z0-9-]+)(?P<path>/.*)?$")
+
+
+def service_proxy_path(ref: str) -> str | None:
+    """The API server path of a service reference (see SERVICE_REF), or None when ``ref`` is not one."""
+    m = SERVICE_REF.match(ref)
+    if not m:
+        return None
+    return f"/api/v1/namespaces/{m['ns']}/services/{m['name']}:{m['port']}/proxy{m['path'] or ''}"
+
+
+def _api_get(api: client.ApiClient, path: str, query: list | None = None, timeout: float = 10.0,
+             accept: str = "application/json") -> bytes:
+    """GET an API server path with the kubeconfig's credentials; an HTTP error is an ApiException.
+
+    The kubernetes client's low-level call changed shape between releases (35.x: call_api with auth
+    settings; 37.x: param_serialize then call_api), so both are handled.
+    """
+    params = list(query or [])
+    headers = {"Accept": accept}
+    if hasattr(api, "param_serialize"):
+        method, url, hdrs, body, _ = api.param_serialize(
+            "GET", path, query_params=params, header_params=headers, auth_settings=["BearerToken"])
+        resp = api.call_api(method, url, header_params=hdrs, body=body, _request_timeout=timeout)
+        resp.read()
+        if resp.status >= 400:
+            exc = client.ApiException(status=resp.status, reason=resp.reason)
+            exc.body = resp.data
+            raise exc
+        return resp.data
+    resp = api.call_api(path, "GET", query_params=params, header_params=headers, auth_settings=["BearerToken"],
+                        _return_http_data_only=True, _preload_content=False, _request_timeout=timeout)
+    return resp.data
+
+
+def _status_message(exc: client.ApiException) -> str:
+    """The API server's own words (a Status object's message), if its answer carried one."""
+    try:
+        return str(json.loads(exc.body).get("message", ""))
+    except (TypeError, ValueError, AttributeError):
+        return ""
+
+
+def http_get(url: str, timeout: float = 5.0, api: client.ApiClient | None = None) -> bytes:
+    """GET an http(s) URL, or a service reference (service:<ns>/<name>:<port>/path) through the API server."""
+    proxied = service_proxy_path(url)
+    if proxied is not None:
+        if api is None:
+            raise PeerError(f"{url}: a service reference needs the kubeconfig's API client")
+        path, _, query = proxied.partition("?")
+        try:
+            return _api_get(api, path, urllib.parse.parse_qsl(query), timeout, accept="*/*")
+        except client.ApiException as exc:
+            why = _status_message(exc) or exc.reason or ""
+            if exc.status == 503:
+                why += " (the Service has no ready endpoint: is it scaled to 0, or its pods not Ready?)"
+            raise PeerError(f"{url} answered HTTP {exc.status} through the API server's service proxy: {why}") from exc
+        except API_UNREACHABLE as exc:
+            raise PeerError(f"{url}: the API server does not answer ({type(exc).__name__}: {exc})") from exc
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise PeerError(f"{url!r} is not an http(s) URL (http://host:port/...)")
+        raise PeerError(f"{url!r} is not an http(s) URL (http://host:port/...) nor a service reference "
+                        "(service:<namespace>/<name>:<port>/path)")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (scheme checked above)
             return resp.read()
@@ -66,8 +129,8 @@ def http_get(url: str, timeout: float = 5.0) -> bytes:
         raise PeerError(f"{url} does not answer over HTTP ({reason})") from exc
 
 
-def get_json(url: str, timeout: float = 5.0):
-    body = http_get(url, timeout)
+def get_json(url: str, timeout: float = 5.0, api: client.ApiClient | None = None):
+    body = http_get(url, timeout, api)
     try:
         return json.loads(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -87,7 +150,7 @@ def exporters_up(p: Pipeline) -> HopResult:
     problems, seen = [], {}
     for name, url in p.exporters.items():
         try:
-            text = http_get(url).decode("utf-8", "replace")
+            text = http_get(url, api=p.api).decode("utf-8", "replace")
         except PeerError as exc:
             problems.append(f"{name}: {exc}")
             continue
@@ -159,25 +222,8 @@ def apiservices_available(p: Pipeline) -> HopResult:
 
 
 def _raw_get(p: Pipeline, path: str, query: dict | None = None) -> dict:
-    """GET an aggregated-API path with the kubeconfig's credentials (no typed client exists for these).
-
-    The kubernetes client's low-level call changed shape between releases (35.x: call_api with auth
-    settings; 37.x: param_serialize then call_api), so both are handled.
-    """
-    params = list((query or {}).items())
-    headers = {"Accept": "application/json"}
-    if hasattr(p.api, "param_serialize"):
-        method, url, hdrs, body, _ = p.api.param_serialize(
-            "GET", path, query_params=params, header_params=headers, auth_settings=["BearerToken"])
-        resp = p.api.call_api(method, url, header_params=hdrs, body=body, _request_timeout=10)
-        resp.read()
-        if resp.status >= 400:
-            raise client.ApiException(status=resp.status, reason=resp.reason)
-        data = resp.data
-    else:
-        resp = p.api.call_api(path, "GET", query_params=params, header_params=headers, auth_settings=["BearerToken"],
-                              _return_http_data_only=True, _preload_content=False, _request_timeout=10)
-        data = resp.data
+    """GET an aggregated-API path with the kubeconfig's credentials (no typed client exists for these)."""
+    data = _api_get(p.api, path, list((query or {}).items()))
     try:
         body = json.loads(data)
     except ValueError as exc:
@@ -295,9 +341,10 @@ def run_all(p: Pipeline) -> dict:
     }
 
 
-def json_getter(base: str) -> Callable:
+def json_getter(base: str, api: client.ApiClient | None = None) -> Callable:
+    """GET <base><path>?<params> as JSON; base is an http(s) URL or a service reference."""
     def get(path: str, params: dict | None = None):
         url = base.rstrip("/") + path + ("?" + urllib.parse.urlencode(params) if params else "")
-        return get_json(url)
+        return get_json(url, api=api)
 
     return get
