@@ -134,7 +134,7 @@ class JobPoller:
         self, gateway_url: str, api_key: str, max_rps: float = 12.0, client: httpx.Client | None = None
     ) -> None:
         self.http = client or httpx.Client(
-            base_url=gateway_url.rstrip("/"), timeout=10.0, headers={"Authorization": f"Bearer {api_key}"}
+            base_url=gateway_url.rstrip("/"), timeout=10.0, headers={"X-API-Key": api_key}
         )
         self.min_gap = 1.0 / max_rps
         self._last = 0.0

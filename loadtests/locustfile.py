@@ -172,7 +172,7 @@ class SttUser(GatewayUser):
     @task
     def submit(self) -> None:
         headers = {
-            "Authorization": f"Bearer {api_key()}",
+            "X-API-Key": api_key(),
             "Content-Type": f"multipart/form-data; boundary={self.boundary}",
         }
         request_id = self.send()
@@ -193,7 +193,7 @@ class TtsUser(GatewayUser):
 
     @task
     def submit(self) -> None:
-        headers = {"Authorization": f"Bearer {api_key()}"}
+        headers = {"X-API-Key": api_key()}
         request_id = self.send()
         started = time.perf_counter()
         with self.client.post(

@@ -29,6 +29,7 @@ from loadtests import inventory as inventory_facts
 from loadtests import scenario as scenario_mod
 from loadtests.accounting import Accounting, JobPoller
 from loadtests.alerts import AlertBook, WebhookReceiver
+from loadtests.apiproxy import RelayError, ServiceRelay
 from loadtests.audio import ensure_clips
 from loadtests.budgets import BudgetEditor, store_from_spec
 from loadtests.envelope import DEFAULT_INVENTORY, other_targets, policy_from_inventory
@@ -69,8 +70,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.add_argument("--target-name", default="local", help="a name for the report (the inventory)")
     p.add_argument("--state-dir", type=Path, default=state, help="harness_state_dir (default: %(default)s)")
-    p.add_argument("--gateway-url", default="http://127.0.0.1:18080")
-    p.add_argument("--api-key-file", type=Path, help="default: <state-dir>/gateway/first-api-key")
+    p.add_argument("--gateway-url", default="http://127.0.0.1:18080",
+                   help="an http(s) URL, or service:<namespace>/<name>:<port>: a Service reached through the API "
+                        "server's service proxy with the kubeconfig only (loadtests/apiproxy.py); so are the next two")
+    p.add_argument("--api-key-file", type=Path,
+                   help="a file, or secret:<name>/<key> in --namespace; default: <state-dir>/gateway/first-api-key")
     p.add_argument("--prometheus-url", default="http://127.0.0.1:19090")
     p.add_argument("--alertmanager-url", default="http://127.0.0.1:19093")
     p.add_argument(
@@ -173,7 +177,7 @@ def preflight(run: Run, kube: Kube, prom: Prometheus, am: Alertmanager, api_key:
     gw = run.args.gateway_url.rstrip("/")
     try:
         ready = httpx.get(f"{gw}/readyz", timeout=5)
-        probe = httpx.get(f"{gw}/v1/jobs/stt-{'0' * 32}", headers={"Authorization": f"Bearer {api_key}"}, timeout=5)
+        probe = httpx.get(f"{gw}/v1/jobs/stt-{'0' * 32}", headers={"X-API-Key": api_key}, timeout=5)
     except httpx.HTTPError as exc:
         raise Aborted(f"gateway {gw} does not answer: {exc}") from exc
     if ready.status_code != 200:
@@ -404,12 +408,11 @@ def execute(args: argparse.Namespace) -> int:
     injector: Injector | None = None
     faults_thread: threading.Thread | None = None
     hpas: dict[str, Any] = {}
+    relays: list[ServiceRelay] = []
     try:
-        try:
-            api_key = args.api_key_file.read_text().strip()
-        except OSError as exc:
-            raise Aborted(f"cannot read the gateway API key from {args.api_key_file}: {exc}") from exc
         kube = Kube(str(args.kubeconfig), args.namespace)
+        api_key = _api_key(args.api_key_file, kube)
+        relays = _relays(kube, args)
         prom, am = Prometheus(args.prometheus_url), Alertmanager(args.alertmanager_url)
         hpas = preflight(run, kube, prom, am, api_key)
         hpa_bounds = {n: (h.min_replicas, h.max_replicas) for n, h in hpas.items()}
@@ -478,7 +481,7 @@ def execute(args: argparse.Namespace) -> int:
         probe = _probe(run, kube, queues, hpas)
         if probe is not None:
             probe.start()
-        locust = _locust(run, ledger_path, args.api_key_file)
+        locust = _locust(run, ledger_path, _key_file_for_locust(args.api_key_file, api_key, out))
         if injector is not None:
             faults_thread = threading.Thread(
                 target=run_schedule,
@@ -554,6 +557,9 @@ def execute(args: argparse.Namespace) -> int:
             sampler.stop()
         if receiver is not None:
             receiver.stop()
+        for relay in relays:
+            relay.stop()
+        (out / "api-key").unlink(missing_ok=True)  # the Secret's key, written for Locust only for the run
         if editor is not None:
             try:
                 if editor.restore_all():
@@ -776,6 +782,52 @@ def _gateway_across_restarts(
 
 def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _api_key(source: Path, kube: Kube) -> str:
+    """The gateway API key: a file, or secret:<name>/<key> in the namespace (the cluster path's gateway-api-key)."""
+    text = str(source)
+    if text.startswith("secret:"):
+        name, _, key = text.removeprefix("secret:").partition("/")
+        if not name or not key:
+            raise Aborted(f"--api-key-file {text!r}: allowed is a file or secret:<name>/<key>")
+        try:
+            return kube.secret_value(name, key).strip()
+        except (SourceError, KeyError) as exc:
+            raise Aborted(f"cannot read the gateway API key from {text}: {exc}") from exc
+    try:
+        return source.read_text().strip()
+    except OSError as exc:
+        raise Aborted(f"cannot read the gateway API key from {source}: {exc}") from exc
+
+
+def _key_file_for_locust(source: Path, api_key: str, out: Path) -> Path:
+    """Locust reads the key from a file: the given one, or (a key from a Secret) one of the run's own, mode 0600."""
+    if not str(source).startswith("secret:"):
+        return source
+    path = out / "api-key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(api_key + "\n")
+    return path
+
+
+def _relays(kube: Kube, args: argparse.Namespace) -> list[ServiceRelay]:
+    """A loopback relay through the API server for each of the gateway, Prometheus and Alertmanager given as a
+    service reference (service:<namespace>/<name>:<port>); args then hold the relays' URLs."""
+    relays = []
+    for attr in ("gateway_url", "prometheus_url", "alertmanager_url"):
+        ref = getattr(args, attr)
+        if not ref.startswith("service:"):
+            continue
+        try:
+            relay = ServiceRelay.start(kube.api_client, ref)
+        except RelayError as exc:
+            raise Aborted(f"--{attr.replace('_', '-')}: {exc}") from exc
+        relays.append(relay)
+        setattr(args, attr, relay.url)
+        print(f"loadtests: {ref} through the API server at {relay.url}", flush=True)
+    return relays
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,6 +77,7 @@ class Kube:
         self.namespace = namespace
         api_client = config.new_client_from_config(config_file=kubeconfig)
         self._api = api_client
+        self.api_client = api_client  # for the relays through the API server (loadtests/apiproxy.py)
         self.autoscaling = client.AutoscalingV2Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)

@@ -124,7 +124,7 @@ class ScriptedGateway:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         job_id = request.url.path.rsplit("/", 1)[-1]
-        assert request.headers["Authorization"] == "Bearer k"
+        assert request.headers["X-API-Key"] == "k"
         n = self.calls[job_id] = self.calls.get(job_id, 0) + 1
         states = self.script[job_id]
         body = states[min(n, len(states)) - 1]
@@ -151,7 +151,7 @@ def poller(script: dict[str, list[dict]]) -> JobPoller:
     client = httpx.Client(
         base_url="http://gw",
         transport=httpx.MockTransport(ScriptedGateway(script)),
-        headers={"Authorization": "Bearer k"},
+        headers={"X-API-Key": "k"},
     )
     return JobPoller("http://gw", "k", max_rps=1000, client=client)
 
