@@ -86,7 +86,14 @@ CASES = [
      "real_node_insecure_registries"),
     ("local", "real_node", "main", {"real_node_volumes": 65}, "real_node_volumes"),
     ("local", "real_node", "main", {"real_node_volume_size": "10GB"}, "real_node_volume_size"),
+    ("local", "real_node", "main", {"real_node_gpus": 0}, "real_node_gpus"),
     ("local", "real_node", "main", {"real_node_storage_class": "Harness_Local"}, "real_node_storage_class"),
+    # Resource requests the inventory sets: checked before any object is applied (the API server would refuse them
+    # only after the role had applied others).
+    ("local", "model_services", "main", {"model_services_platform_requests": {"cpu": "lots", "memory": "256Mi"}},
+     "model_services_platform_requests"),
+    ("local", "model_services", "main", {"model_services_worker_resources": {"cpu": "100m", "gpu": 1}},
+     "model_services_worker_resources"),
     # The monitoring's install mode, and what the objects mode (an operator that runs already) can configure.
     ("local", "prometheus_stack", "main", {"prometheus_stack_install": "helm"}, "prometheus_stack_install"),
     ("local", "prometheus_stack", "main", {"prometheus_stack_alert_slack": {"secret": "slack", "key": "url",

@@ -17,9 +17,11 @@ import copy
 import json
 
 import pytest
-from conftest import TARGETS, ansible_playbook
+import yaml
+from conftest import REPO, TARGETS, ansible_playbook
 
 # Objects only some targets have, each from a named add-on step (README, "Targets differ in variables").
+ROLE_DEFAULTS = yaml.safe_load((REPO / "roles/model_services/defaults/main.yml").read_text())
 ADD_ON_STEPS = {
     ("ConfigMap", "gpu-operator", "time-slicing-config"): "GPU Operator (clouds)",
     ("Namespace", "", "gpu-operator"): "GPU Operator (clouds)",
@@ -63,7 +65,7 @@ def normalise(obj: dict, v: dict) -> dict:
     if o["kind"] == "Secret":  # generated on first run, different every rendering
         for field in ("data", "stringData"):
             o[field] = sorted(o.get(field, {}))
-    if o["kind"] == "HorizontalPodAutoscaler":  # autoscaling_cpu_metric: off on the real node's 100m requests
+    if o["kind"] == "HorizontalPodAutoscaler":  # autoscaling_cpu_metric: off on the real node's 50m requests
         o["spec"]["metrics"] = [m for m in o["spec"]["metrics"]
                                 if not (m["type"] == "Resource" and m["resource"]["name"] == "cpu")]
     # queue_redis_storage_class, cost_tracking_state_storage_class ("" on most targets: the default class).
@@ -94,6 +96,10 @@ def normalise(obj: dict, v: dict) -> dict:
                     and not (worker and e["name"] in v["model_services_worker_env"])]
         if worker:  # the table's requests, or model_services_worker_resources merged over them
             c.pop("resources", None)
+        elif o["metadata"]["name"] in ("gateway", "queue-exporter"):  # model_services_platform_requests
+            requests = v["model_services_platform_requests"] or ROLE_DEFAULTS["model_services_platform_requests"]
+            assert c["resources"]["requests"] == requests, (key(obj), c["resources"], requests)
+            c["resources"].pop("requests")
     return o
 
 
