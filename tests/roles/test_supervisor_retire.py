@@ -1,7 +1,7 @@
 """Host programs when the local target changes under them, on a real supervisord run by the role itself.
 
 1. A role that moved to the cluster path (the local target with its real node) retires the host programs it ran
-   before (process_supervisor's retire.yml, called by each service role's cluster.yml). Without that they kept
+   before (process_supervisor's retire.yml, called by each service role's main.yml). Without that they kept
    running beside their pods: the old Redis, gateway and exporters bound to their ports, the old adapter bound to
    the old cluster.
 2. A program that calls the API server carries the cluster CA's checksum (harness_cluster_ca_checksum) in its
@@ -186,8 +186,17 @@ def test_every_host_program_that_calls_the_api_server_carries_the_ca_checksum():
 
 
 def test_each_service_role_retires_every_host_program_it_defines():
+    """Each role's main.yml retires its host programs with a dynamic include of its own, outside the import of
+    cluster.yml: an imported file's `when` is inherited by the tasks of a role it includes, which evaluate it
+    without the including role's dependencies in scope (tests/real_node's cluster_path.yml, which includes the roles
+    as site.yml's playbooks run them, failed on `harness_services_in_cluster is undefined`)."""
     for role, prog in host_programs():
-        cluster = yaml.safe_load((ROOT / f"roles/{role}/tasks/cluster.yml").read_text())
-        retired = [n for t in cluster if (t.get("ansible.builtin.include_role") or {}).get("tasks_from") == "retire.yml"
-                   for n in t["vars"]["process_supervisor_retire"]]
+        main = yaml.safe_load((ROOT / f"roles/{role}/tasks/main.yml").read_text())
+        includes = [t for t in main if (t.get("ansible.builtin.include_role") or {}).get("tasks_from") == "retire.yml"]
+        retired = [n for t in includes for n in t["vars"]["process_supervisor_retire"]]
         assert prog["name"] in retired, f"{role}'s cluster path leaves its host program {prog['name']} running"
+        for t in includes:
+            assert "harness_services_in_cluster" in t["when"], (role, t["when"])
+    for role in sorted({role for role, _ in host_programs()}):
+        cluster = (ROOT / f"roles/{role}/tasks/cluster.yml").read_text()
+        assert "retire.yml" not in cluster, f"{role}: retire.yml included from the imported cluster.yml"
