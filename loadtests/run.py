@@ -29,7 +29,7 @@ from loadtests import inventory as inventory_facts
 from loadtests import scenario as scenario_mod
 from loadtests.accounting import Accounting, JobPoller
 from loadtests.alerts import AlertBook, WebhookReceiver
-from loadtests.apiproxy import RelayError, ServiceRelay
+from loadtests.apiproxy import PodPortRelay, RelayError, ServiceRelay, cluster_service, with_address
 from loadtests.audio import ensure_clips
 from loadtests.budgets import BudgetEditor, store_from_spec
 from loadtests.envelope import DEFAULT_INVENTORY, other_targets, policy_from_inventory
@@ -115,7 +115,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--redis-url",
         help="Redis holding the queues (the reaction timeline, BullMQ's job record, worker-kill faults); "
-        "default: the url in the namespace's Secret redis-auth",
+        "default: the url in the namespace's Secret redis-auth; a cluster Service name (redis.<namespace>.svc) is "
+        "reached through the API server (pods/portforward to a Ready pod behind it)",
     )
     p.add_argument("--queue-prefix", default="bull", help="BullMQ key prefix (default: %(default)s)")
     p.add_argument(
@@ -408,7 +409,7 @@ def execute(args: argparse.Namespace) -> int:
     injector: Injector | None = None
     faults_thread: threading.Thread | None = None
     hpas: dict[str, Any] = {}
-    relays: list[ServiceRelay] = []
+    relays: list[ServiceRelay | PodPortRelay] = []
     try:
         kube = Kube(str(args.kubeconfig), args.namespace)
         api_key = _api_key(args.api_key_file, kube)
@@ -417,7 +418,15 @@ def execute(args: argparse.Namespace) -> int:
         hpas = preflight(run, kube, prom, am, api_key)
         hpa_bounds = {n: (h.min_replicas, h.max_replicas) for n, h in hpas.items()}
         try:
-            queues = RedisQueues(args.redis_url or kube.secret_value("redis-auth", "url"), args.queue_prefix)
+            redis_url = args.redis_url or kube.secret_value("redis-auth", "url")
+            internal = cluster_service(redis_url)
+            if internal is not None:  # a cluster Service name: reached through the API server (pods/portforward)
+                redis_relay = PodPortRelay.for_service(kube.core, *internal)
+                relays.append(redis_relay)
+                redis_url = with_address(redis_url, *redis_relay.address)
+                print(f"loadtests: Redis {internal[0]}/{internal[1]}:{internal[2]} through pods/portforward at "
+                      f"{redis_relay.address[0]}:{redis_relay.address[1]}", flush=True)
+            queues = RedisQueues(redis_url, args.queue_prefix)
             queues.depth([svc.queue for svc in run.services])
         except Exception as exc:  # the timeline's first hop and BullMQ's record are then reported as unreadable
             queues, queues_error = None, f"Redis not readable: {type(exc).__name__}: {exc}"

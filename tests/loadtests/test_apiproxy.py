@@ -16,7 +16,7 @@ import pytest
 import requests
 from kubernetes import config
 
-from loadtests.apiproxy import RelayError, ServiceRelay, proxy_base
+from loadtests.apiproxy import RelayError, ServiceRelay, cluster_service, proxy_base, with_address
 
 TOKEN = "test-token-not-a-secret"  # noqa: S105 (the stub API server checks it is passed on)
 
@@ -132,3 +132,22 @@ def test_a_compressed_answer_comes_back_compressed_once(apiserver):
         assert r.json()["path"].endswith("/proxy/api/v1/query?query=up")
     finally:
         relay.stop()
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("redis://:pw@redis.model-serving.svc.cluster.local:6379/0", ("model-serving", "redis", 6379)),
+    ("redis://redis.cluster-path.svc:6380", ("cluster-path", "redis", 6380)),
+    ("redis://redis.model-serving.svc/0", ("model-serving", "redis", 6379)),  # Redis' default port
+    ("redis://127.0.0.1:16379/0", None),  # an address the caller reaches itself
+    ("redis://redis:6379/0", None),  # a bare name: not a cluster Service reference
+    ("redis://redis.model-serving:6379/0", None),  # no .svc: could be any DNS name
+    ("redis://Redis_X.ns.svc:6379", None),  # not a DNS label
+])
+def test_a_redis_url_names_a_cluster_service_only_by_its_service_dns_name(url, expected):
+    assert cluster_service(url) == expected
+
+
+def test_the_relayed_url_keeps_credentials_database_and_query():
+    url = "redis://:s3cr3t@redis.model-serving.svc.cluster.local:6379/2?socket_timeout=5"
+    assert with_address(url, "127.0.0.1", 40123) == "redis://:s3cr3t@127.0.0.1:40123/2?socket_timeout=5"
+    assert with_address("redis://redis.ns.svc:6379", "127.0.0.1", 1) == "redis://127.0.0.1:1"

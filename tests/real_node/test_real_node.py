@@ -47,16 +47,23 @@ def sysctls() -> dict[str, str]:
     return {k: subprocess.run(["sysctl", "-n", k], capture_output=True, text=True).stdout.strip() for k in SYSCTLS}
 
 
+def ansible_env() -> dict[str, str]:
+    """The environment of the playbooks the tests run: plain output. Molecule exports ANSIBLE_FORCE_COLOR, which wins
+    over ANSIBLE_NOCOLOR (found in CI: under `molecule verify` the recap line was coloured and recap() missed it)."""
+    return {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def playbook(name: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = ansible_env()
     return subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-e",
                            f"ansible_python_interpreter={sys.executable}", str(HERE / name)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def recap(result: subprocess.CompletedProcess) -> dict[str, int]:
-    line = re.search(r"^localhost\s+:(.*)$", result.stdout, re.M)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)  # colour codes, should a caller's environment force them
+    line = re.search(r"^localhost\s+:(.*)$", plain, re.M)
     assert line, result.stdout[-3000:]
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line.group(1))}
 
@@ -576,11 +583,39 @@ def test_the_cluster_path_runs_on_the_node_from_the_projects_images(node, tmp_pa
 
 def verify(*extra: str) -> subprocess.CompletedProcess:
     """playbooks/verify.yml, as a user runs it on the local inventory, aimed at the test's cluster and namespace."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = ansible_env()
     return subprocess.run([str(BIN / "ansible-playbook"), "-i", "inventories/local", "playbooks/verify.yml",
                            "-e", f"@{HERE / 'vars.yml'}", "-e", f"harness_namespace={CLUSTER_NS}", *extra],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_the_checker_reads_redis_through_the_api_server(node):
+    """The load-test checker reads the queues (BullMQ's record, the reaction timeline, the fault injector's active
+    jobs) from Redis. On the cluster path the Secret's URL names the Service (redis.<ns>.svc), which this machine
+    can neither resolve nor route: loadtests/apiproxy.PodPortRelay forwards each connection to a Ready Redis pod
+    through pods/portforward (kubeconfig only), and a connection after the pod was replaced reaches the new one."""
+    from kubernetes import client
+
+    from loadtests.apiproxy import PodPortRelay, cluster_service, with_address
+    from loadtests.queueaudit import RedisQueues
+
+    secret = json.loads(kubectl("get", "secret", "-n", CLUSTER_NS, "redis-auth", "-o", "json").stdout)
+    url = base64.b64decode(secret["data"]["url"]).decode()
+    target = cluster_service(url)
+    assert target == (CLUSTER_NS, "redis", 6379), "the Secret's URL is not the Service's cluster name"
+    relay = PodPortRelay.for_service(client.CoreV1Api(_api_client()), *target)
+    try:
+        queues = RedisQueues(with_address(url, *relay.address), "bull")
+        assert queues.redis.ping() is True
+        assert set(queues.depth(["stt", "tts"])) == {"stt", "tts"}
+        queues.redis.close()
+        kubectl("delete", "pod", "-n", CLUSTER_NS, "redis-0", "--wait=true", timeout=120)
+        kubectl("rollout", "status", "-n", CLUSTER_NS, "statefulset/redis", "--timeout=180s", timeout=190)
+        until("Redis answers through the relay after its pod was replaced",
+              lambda: RedisQueues(with_address(url, *relay.address), "bull").redis.ping() is True, timeout=60)
+    finally:
+        relay.stop()
+    assert not [e for e in relay.errors if "no Ready pod" not in e], relay.errors
 
 
 def test_the_doctor_checks_the_node_through_the_api_server(node):
@@ -599,8 +634,8 @@ def test_the_hpa_scales_the_workers_on_the_node_from_the_queue_depth(node):
     """The project's prometheus-adapter objects (as every cluster target applies them) serve the queue depth from the
     node's Prometheus; the stt HPA (rendered from the service table by roles/autoscaling) raises the Deployment under
     a backlog submitted through the API server, the scheduler places the new pods on the simulated GPU slots the tts
-    workers gave back, the kubelet starts them, and every job completes. Figures from the inventory: the pool's slots
-    (gpus_per_node x time_slicing_replicas) and the table's stt policy (min, max, queue_depth_per_pod)."""
+    workers gave back, the kubelet starts them, and every job completes. Figures from the inventory: the node's slots
+    (real_node_gpus x the pool's time_slicing_replicas) and the table's stt policy (min, max, queue_depth_per_pod)."""
     ns = CLUSTER_NS
     # roles/prometheus_adapter deployed the adapter and waited for its APIServices (cluster_path.yml).
     apis = json.loads(kubectl("get", "apiservice", "-l", "app.kubernetes.io/name=prometheus-adapter", "-o",
@@ -618,7 +653,7 @@ def test_the_hpa_scales_the_workers_on_the_node_from_the_queue_depth(node):
     until("redis_queue_depth{queue_name=stt} through the external metrics API", depth, timeout=120)
 
     pool = yaml.safe_load((REPO / "inventories/local/group_vars/all/gpu.yml").read_text())["harness_gpu_node_pools"][0]
-    slots = int(pool["gpus_per_node"]) * int(pool["time_slicing_replicas"])
+    slots = int(VARS["real_node_gpus"]) * int(pool["time_slicing_replicas"])
     table = {s["name"]: s for s in yaml.safe_load((REPO / "roles/harness/defaults/main.yml").read_text())[
         "harness_services"]}
     policy = table["stt"]["hpa"]
@@ -693,15 +728,17 @@ def test_the_doctor_names_prometheus_scaled_to_0(node):
 
 def test_simulated_gpus_are_allocated_by_the_kubelet(node):
     """The node joins the inventory's first GPU pool with simulated GPUs: the project's device plugin advertises
-    gpus_per_node x time_slicing_replicas nvidia.com/gpu (figures from the inventory, not the node), the kubelet
+    real_node_gpus x time_slicing_replicas nvidia.com/gpu (figures from the inventory, not the node), the kubelet
     allocates a distinct device ID to each GPU pod and passes the plugin's environment, and the scheduler leaves
     the pod beyond the slots Pending."""
     pool = yaml.safe_load((REPO / "inventories/local/group_vars/all/gpu.yml").read_text())["harness_gpu_node_pools"][0]
-    slots = int(pool["gpus_per_node"]) * int(pool["time_slicing_replicas"])
+    slots = int(VARS["real_node_gpus"]) * int(pool["time_slicing_replicas"])
     obj = json.loads(kubectl("get", "node", NODE, "-o", "json").stdout)
     labels = obj["metadata"]["labels"]
     assert labels["nvidia.com/gpu.product"] == pool["gpu_product"] and labels["gpu-serving-harness/node-pool"] == pool[
         "name"], labels
+    assert (labels["nvidia.com/gpu.count"], labels["node.kubernetes.io/instance-type"]) == (
+        str(VARS["real_node_gpus"]), VARS["real_node_instance_type"]), labels
     assert labels["harness.local/simulated-gpu"] == "true" and "harness.local/simulated" not in labels, labels
     assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in obj["spec"]["taints"], obj["spec"]
     assert obj["status"]["allocatable"]["nvidia.com/gpu"] == str(slots), obj["status"]["allocatable"]
