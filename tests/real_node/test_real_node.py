@@ -772,6 +772,19 @@ def test_simulated_gpus_are_allocated_by_the_kubelet(node):
     kubectl("delete", "namespace", ns, "--wait=false")
 
 
+def test_a_converge_gives_a_registered_node_its_current_labels(node):
+    """The kubelet's --node-labels apply at registration only: a Node that exists keeps old labels when the pool's
+    values change (seen: nvidia.com/gpu.count 4 on a node of a 1-GPU pool, and time_slicing's verify waiting for
+    labels and capacity that never agreed). A converge puts the role's labels back, and changes nothing else."""
+    kubectl("label", "node", NODE, "nvidia.com/gpu.count=9", "nvidia.com/gpu.product=NVIDIA-STALE", "--overwrite")
+    r = playbook("converge.yml")
+    assert r.returncode == 0, r.stdout[-6000:]
+    labels = json.loads(kubectl("get", "node", NODE, "-o", "json").stdout)["metadata"]["labels"]
+    assert labels["nvidia.com/gpu.count"] == str(VARS["real_node_gpus"]), labels
+    assert labels["nvidia.com/gpu.product"] != "NVIDIA-STALE", labels
+    assert changed_tasks(r) == ["real_node : Give the registered node its current labels"], changed_tasks(r)
+
+
 def test_a_second_converge_changes_nothing(node):
     if CONVERGED:
         pytest.skip("molecule/real_node's idempotence step ran the second converge (changed=0)")
