@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -288,7 +289,14 @@ def test_network_policy_is_enforced_on_the_node(node):
 MONITORING = "monitoring"
 # The ServiceMonitors roles/real_node documents (README: the node's monitoring), each scraped by the operator's
 # Prometheus; the operator names their scrape pools serviceMonitor/<namespace>/<name>/<endpoint index>.
-SERVICE_MONITORS = {"nvidia-dcgm-exporter", "coredns", "prometheus-operator", "prometheus", "alertmanager"}
+SERVICE_MONITORS = {"nvidia-dcgm-exporter", "coredns", "prometheus-operator", "prometheus", "alertmanager",
+                    "kube-state-metrics"}
+
+
+def node_pool() -> dict:
+    """The inventory's pool the test node joins (vars.yml: real_node_gpu_pool)."""
+    pools = yaml.safe_load((REPO / "inventories/local/group_vars/all/gpu.yml").read_text())["harness_local_kwok_pools"]
+    return next(p for p in pools if p["name"] == VARS["real_node_gpu_pool"])
 
 
 def prometheus(path: str) -> dict:
@@ -652,13 +660,26 @@ def test_the_hpa_scales_the_workers_on_the_node_from_the_queue_depth(node):
         return items
     until("redis_queue_depth{queue_name=stt} through the external metrics API", depth, timeout=120)
 
-    pool = yaml.safe_load((REPO / "inventories/local/group_vars/all/gpu.yml").read_text())["harness_gpu_node_pools"][0]
+    pool = node_pool()
     slots = int(VARS["real_node_gpus"]) * int(pool["time_slicing_replicas"])
     table = {s["name"]: s for s in yaml.safe_load((REPO / "roles/harness/defaults/main.yml").read_text())[
         "harness_services"]}
     policy = table["stt"]["hpa"]
     hpa = json.loads(kubectl("get", "hpa", "-n", ns, "stt", "-o", "json").stdout)
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (policy["min"], policy["max"]), hpa["spec"]
+    # kube-state-metrics (as kube-prometheus-stack runs it on clusters) exports the HPA under its own namespace
+    # (honorLabels): HPAAtMaxReplicas compares these two series (roles/prometheus_stack's service alerts).
+    def ksm_series():
+        found = {}
+        for metric in ("kube_horizontalpodautoscaler_spec_max_replicas",
+                       "kube_horizontalpodautoscaler_status_current_replicas"):
+            result = prometheus("/api/v1/query?query=" + urllib.parse.quote(
+                f'{metric}{{namespace="{ns}",horizontalpodautoscaler="stt"}}'))["result"]
+            assert len(result) == 1, (metric, result)
+            found[metric] = float(result[0]["value"][1])
+        return found
+    series = until("the stt HPA's series from kube-state-metrics in Prometheus", ksm_series, timeout=120)
+    assert series["kube_horizontalpodautoscaler_spec_max_replicas"] == policy["max"], series
     # The tts workers give their slots back (their HPA removed, or it would restore its minimum); the stt workers may
     # then grow to every slot of the node.
     kubectl("delete", "hpa", "-n", ns, "tts")
@@ -731,7 +752,7 @@ def test_simulated_gpus_are_allocated_by_the_kubelet(node):
     real_node_gpus x time_slicing_replicas nvidia.com/gpu (figures from the inventory, not the node), the kubelet
     allocates a distinct device ID to each GPU pod and passes the plugin's environment, and the scheduler leaves
     the pod beyond the slots Pending."""
-    pool = yaml.safe_load((REPO / "inventories/local/group_vars/all/gpu.yml").read_text())["harness_gpu_node_pools"][0]
+    pool = node_pool()
     slots = int(VARS["real_node_gpus"]) * int(pool["time_slicing_replicas"])
     obj = json.loads(kubectl("get", "node", NODE, "-o", "json").stdout)
     labels = obj["metadata"]["labels"]
