@@ -4,6 +4,10 @@ INV ?= inventories/local
 IN_VENV := scripts/in-venv
 
 SCENARIO ?= surge
+# `make run REAL_NODE=true`: the stack as pods on the local target's real node (local_real_node_enabled; needs
+# root). Empty: the inventory's own value.
+REAL_NODE ?=
+NODE_ARG := $(if $(REAL_NODE),-e local_real_node_enabled=$(REAL_NODE))
 
 .PHONY: run test bootstrap provision loadtest lint pytest molecule teardown
 
@@ -14,13 +18,13 @@ bootstrap:
 	scripts/bootstrap.sh
 
 provision:
-	$(IN_VENV) ansible-playbook -i $(INV) playbooks/site.yml
+	$(IN_VENV) ansible-playbook -i $(INV) playbooks/site.yml $(NODE_ARG)
 
 loadtest:
-	$(IN_VENV) ansible-playbook -i $(INV) playbooks/loadtest.yml -e scenario=$(SCENARIO)
+	$(IN_VENV) ansible-playbook -i $(INV) playbooks/loadtest.yml -e scenario=$(SCENARIO) $(NODE_ARG)
 
 teardown:
-	$(IN_VENV) ansible-playbook -i $(INV) playbooks/teardown.yml
+	$(IN_VENV) ansible-playbook -i $(INV) playbooks/teardown.yml $(NODE_ARG)
 
 # The whole suite: lint, the stack up (idempotent when it already runs), pytest against it, every molecule scenario.
 test:

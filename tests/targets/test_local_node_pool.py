@@ -1,0 +1,59 @@
+"""The local inventory's real node is a machine of a pool with a GPU slot for every worker the HPAs may ask for,
+so the surge proof can run each HPA's maximum as containers on it (before: one 1-GPU machine, 4 slots, held by the
+minimums; the HPAs' new pods stayed Pending). Figures from the inventory and the service table, read with Ansible."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def inventory_value(expr: str, *extra: str):
+    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+           "ANSIBLE_FORCE_COLOR": "0"}
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible")), "-i", "inventories/local", "controller", "-m",
+         "ansible.builtin.debug", "-a", "msg={{ " + expr + " }}", *extra],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=120, check=True)
+    # The json callback's document, between profile_tasks' lines.
+    body, _ = json.JSONDecoder().raw_decode(out.stdout[out.stdout.index("{"):])
+    return body["plays"][0]["tasks"][0]["hosts"]["localhost"]["msg"]
+
+
+def enabled_maxima() -> int:
+    table = yaml.safe_load((REPO / "roles/harness/defaults/main.yml").read_text())["harness_services"]
+    return sum(s["hpa"]["max"] * s["gpu"] for s in table if s["enabled"])
+
+
+@pytest.fixture(scope="module")
+def with_node():
+    return inventory_value('{"pools": harness_gpu_node_pools, "pool": real_node_gpu_pool}',
+                           "-e", "local_real_node_enabled=true")
+
+
+def test_the_node_pool_has_a_slot_for_every_worker_the_hpas_may_ask_for(with_node):
+    pool = next(p for p in with_node["pools"] if p["name"] == with_node["pool"])
+    slots = int(pool["gpus_per_node"]) * int(pool["time_slicing_replicas"])
+    assert slots >= enabled_maxima(), (pool, enabled_maxima())
+
+
+def test_the_node_pool_is_priced_as_the_machine_it_describes(with_node):
+    pool = next(p for p in with_node["pools"] if p["name"] == with_node["pool"])
+    prices = yaml.safe_load((REPO / "workers/cost/default_prices.yml").read_text())["instance_types"]
+    assert pool["instance_type"] in prices, pool["instance_type"]
+    assert prices[pool["instance_type"]]["gpus"] == int(pool["gpus_per_node"]), prices[pool["instance_type"]]
+    assert prices[pool["instance_type"]]["gpu_type"] == pool["gpu_product"]
+
+
+def test_without_the_node_the_pools_stay_the_kwok_ones():
+    got = inventory_value('{"pools": harness_gpu_node_pools | map(attribute="name") | list, '
+                          '"pool": real_node_gpu_pool}')
+    assert got == {"pools": ["gpu-l4"], "pool": "gpu-l4"}, got
