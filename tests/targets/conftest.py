@@ -70,11 +70,15 @@ def kubeconfig():
 
 
 @pytest.fixture(scope="session")
-def dynamic_client(kubeconfig):
+def dynamic_client(kubeconfig, tmp_path_factory):
     from kubernetes import config, dynamic
 
     api = config.new_client_from_config(config_file=kubeconfig)
     try:
-        return dynamic.DynamicClient(api)
+        # Discovery of this session's apiserver, not the client's shared cache (<tmp>/osrcp-<host hash>.json, kept
+        # across runs): the local target's cluster is recreated at the same address when the real node is switched
+        # on or off, and a cache from the node's cluster listed monitoring.coreos.com, which the host-process
+        # cluster does not serve (every ServiceMonitor answered 404 instead of "CRD not installed": CI, 2026-12-03).
+        return dynamic.DynamicClient(api, cache_file=str(tmp_path_factory.mktemp("discovery") / "discovery.json"))
     except Exception as exc:  # connection refused, TLS, auth: say which cluster and how to start it
         pytest.fail(f"cannot reach the local kube-apiserver with {kubeconfig}: {exc}. Start it: {BRING_UP}")
