@@ -5,6 +5,10 @@ role defaults, the lowest precedence), then the inventory's ``group_vars/all/*.y
 top-level key replacing the one before (Ansible's default ``hash_behaviour: replace``). Values that are Jinja
 expressions stay strings: only the plain values of the table and the clock are read here.
 
+Values that are Jinja expressions (derived facts, such as where the stack's services are reached) are asked of
+Ansible itself with ``ansible_value``: the inventory, its group_vars and the role defaults, evaluated as a play
+would.
+
 The filters roles/harness renders with (the HPA behavior from a table entry) are loaded from the same
 file Ansible loads, so Python computes with the code that rendered the objects.
 """
@@ -12,6 +16,11 @@ file Ansible loads, so Python computes with the code that rendered the objects.
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -75,3 +84,28 @@ def filters() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def ansible_value(expr: str, inventory: Path | str = DEFAULT_INVENTORY, *extra: str, timeout: float = 120) -> Any:
+    """The value of a Jinja expression as a play on the inventory's controller sees it, with roles/harness's
+    defaults (a one-task play that loads the role, as every playbook does); ``extra`` is more ansible-playbook
+    arguments (``-e name=value``). Fails naming the expression and Ansible's message when it cannot be evaluated."""
+    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_ROLES_PATH": str(REPO / "roles")}
+    play = [{"name": "value", "hosts": "controller", "gather_facts": False, "roles": [{"role": "harness"}],
+             "tasks": [{"ansible.builtin.debug": {"msg": "{{ " + expr + " }}"}}]}]
+    with tempfile.TemporaryDirectory(prefix="harness-value-") as tmp:
+        playbook = Path(tmp) / "value.yml"
+        playbook.write_text(json.dumps(play))
+        proc = subprocess.run(  # noqa: S603 (the venv's ansible-playbook on a play written here)
+            [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory), str(playbook), *extra],
+            cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    try:
+        body, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])
+        result = body["plays"][0]["tasks"][-1]["hosts"]["localhost"]  # after the role's argument check
+    except (ValueError, KeyError, IndexError) as exc:
+        raise RuntimeError(f"ansible could not evaluate {expr!r} on {inventory} (exit {proc.returncode}): "
+                           f"{proc.stderr.strip()[-2000:] or proc.stdout[-2000:]}") from exc
+    if result.get("failed"):
+        raise RuntimeError(f"ansible could not evaluate {expr!r} on {inventory}: {result.get('msg')}")
+    return result["msg"]

@@ -4,28 +4,15 @@ minimums; the HPAs' new pods stayed Pending). Figures from the inventory and the
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from loadtests.inventory import ansible_value
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def inventory_value(expr: str, *extra: str):
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-           "ANSIBLE_FORCE_COLOR": "0"}
-    out = subprocess.run(
-        [str(Path(sys.executable).with_name("ansible")), "-i", "inventories/local", "controller", "-m",
-         "ansible.builtin.debug", "-a", "msg={{ " + expr + " }}", *extra],
-        cwd=REPO, capture_output=True, text=True, env=env, timeout=120, check=True)
-    # The json callback's document, between profile_tasks' lines.
-    body, _ = json.JSONDecoder().raw_decode(out.stdout[out.stdout.index("{"):])
-    return body["plays"][0]["tasks"][0]["hosts"]["localhost"]["msg"]
+LOCAL = REPO / "inventories/local"
 
 
 def enabled_maxima() -> int:
@@ -35,8 +22,8 @@ def enabled_maxima() -> int:
 
 @pytest.fixture(scope="module")
 def with_node():
-    return inventory_value('{"pools": harness_gpu_node_pools, "pool": real_node_gpu_pool}',
-                           "-e", "local_real_node_enabled=true")
+    return ansible_value('{"pools": harness_gpu_node_pools, "pool": real_node_gpu_pool}', LOCAL,
+                         "-e", "local_real_node_enabled=true")
 
 
 def test_the_node_pool_has_a_slot_for_every_worker_the_hpas_may_ask_for(with_node):
@@ -54,6 +41,7 @@ def test_the_node_pool_is_priced_as_the_machine_it_describes(with_node):
 
 
 def test_without_the_node_the_pools_stay_the_kwok_ones():
-    got = inventory_value('{"pools": harness_gpu_node_pools | map(attribute="name") | list, '
-                          '"pool": real_node_gpu_pool}')
+    got = ansible_value('{"pools": harness_gpu_node_pools | map(attribute="name") | list, '
+                        '"pool": real_node_gpu_pool}', LOCAL)
     assert got == {"pools": ["gpu-l4"], "pool": "gpu-l4"}, got
+
