@@ -1,36 +1,50 @@
-"""Access to the running local stack (brought up by `make run`/`make test` before pytest) for e2e tests."""
+"""Access to the running local stack (brought up by `make run`/`make test` before pytest) for e2e tests.
+
+Where the stack is reached comes from the inventory, asked of Ansible (roles/harness: ``harness_endpoints``, the
+values verify.yml and loadtest.yml pass to their programs), so these tests take the path the playbooks take: with
+the local real node (``local_real_node_enabled``; ``REAL_NODE=true`` in the environment sets it for the tests and
+the playbooks they run, as ``make ... REAL_NODE=true`` does) the gateway and Prometheus are Services reached
+through the API server with the kubeconfig only (loopback relays of loadtests/apiproxy.py), the API key is the
+gateway's Secret and the cost configuration its ConfigMap; on the host-process path (being retired) they are
+loopback ports and files of the state directory.
+"""
 
 from __future__ import annotations
 
+import atexit
+import base64
 import io
 import json
 import math
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import wave
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, config
 
 from loadtests import inventory as inventory_facts
+from loadtests.apiproxy import ServiceRelay
 
 ROOT = Path(__file__).resolve().parents[2]
+INVENTORY = ROOT / "inventories/local"
 STATE = Path(os.environ.get("HARNESS_STATE_DIR", Path.home() / ".local/state/gpu-serving-harness/local"))
 KUBECONFIG = STATE / "kubeconfig"
-PORTS = yaml.safe_load((ROOT / "inventories/local/group_vars/all/ports.yml").read_text())
+# `make pytest REAL_NODE=true`: the switch for these tests and the playbooks they run (empty: the inventory's).
+REAL_NODE = os.environ.get("REAL_NODE", "")
+EXTRA_VARS: tuple[str, ...] = ("-e", f"local_real_node_enabled={REAL_NODE}") if REAL_NODE else ()
 # The enabled services of the local inventory (the harness role's table unless the inventory sets its own).
-SERVICES = {s["name"]: s for s in inventory_facts.services(ROOT / "inventories/local")}
+SERVICES = {s["name"]: s for s in inventory_facts.services(INVENTORY)}
 NAMESPACE = "model-serving"
-PROMETHEUS = f"http://127.0.0.1:{PORTS['prometheus_stack_prometheus_port']}"
-ALERTMANAGER = f"http://127.0.0.1:{PORTS['prometheus_stack_alertmanager_port']}"
-GATEWAY = f"http://127.0.0.1:{PORTS['model_services_gateway_port']}"
 SUPERVISOR_CONF = STATE / "supervisor/supervisord.conf"
 
 
@@ -40,15 +54,44 @@ def require_stack() -> None:
                     "(or scripts/in-venv ansible-playbook -i inventories/local playbooks/site.yml)")
 
 
+@cache
+def target() -> dict[str, Any]:
+    """The inventory's answers: whether the services run in the cluster, their endpoints, namespaces, and the
+    address Alertmanager's loadtest-checker webhook points at."""
+    return inventory_facts.ansible_value(
+        '{"in_cluster": harness_services_in_cluster | bool, "endpoints": harness_endpoints,'
+        ' "namespace": harness_namespace, "monitoring_namespace": harness_monitoring_namespace,'
+        ' "webhook": prometheus_stack_alert_webhooks | default([]) | selectattr("name", "equalto", "loadtest-checker")'
+        ' | map(attribute="url") | first | default("")}',
+        INVENTORY, *EXTRA_VARS)
+
+
+def in_cluster() -> bool:
+    return bool(target()["in_cluster"])
+
+
+@cache
 def kube() -> client.ApiClient:
     require_stack()
     return config.new_client_from_config(config_file=str(KUBECONFIG))
 
 
-def http_json(url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 10) -> dict:
+@cache
+def url(name: str) -> str:
+    """A base URL for endpoint ``name`` (gateway, prometheus, alertmanager): the loopback port on the host path, a
+    relay through the API server's service proxy for a service reference (running until the tests end)."""
+    ref = target()["endpoints"][name]
+    if not ref.startswith("service:"):
+        return ref
+    relay = ServiceRelay.start(kube(), ref)
+    atexit.register(relay.stop)
+    return relay.url
+
+
+def http_json(address: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 10) -> dict:
     """GET or POST JSON; a 429 (the gateway's per-key rate limit) is retried after its Retry-After."""
     for _ in range(60):
-        req = urllib.request.Request(url, data=data, headers=headers or {})  # noqa: S310 (loopback URLs)
+        req = urllib.request.Request(address, data=data, headers=headers or {})  # noqa: S310 (loopback URLs)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
                 return json.loads(resp.read())
@@ -56,11 +99,11 @@ def http_json(url: str, data: bytes | None = None, headers: dict | None = None, 
             if exc.code != 429:
                 raise
             time.sleep(float(exc.headers.get("Retry-After", "1")))
-    raise AssertionError(f"{url} kept answering 429 for 60 tries")
+    raise AssertionError(f"{address} kept answering 429 for 60 tries")
 
 
 def prom_query(expr: str) -> list[dict]:
-    body = http_json(f"{PROMETHEUS}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    body = http_json(f"{url('prometheus')}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
     return body["data"]["result"]
 
 
@@ -70,7 +113,13 @@ def prom_value(expr: str, default: float | None = None) -> float | None:
 
 
 def api_key() -> str:
-    return (STATE / "gateway/first-api-key").read_text().strip()
+    """The gateway's first API key: its Secret (secret:<name>/<key>) or the host path's key file."""
+    source = target()["endpoints"]["api_key"]
+    if source.startswith("secret:"):
+        name, _, key = source.removeprefix("secret:").partition("/")
+        secret = client.CoreV1Api(kube()).read_namespaced_secret(name, target()["namespace"])
+        return base64.b64decode(secret.data[key]).decode().strip()
+    return Path(source).read_text().strip()
 
 
 def speech_wav(text: str) -> bytes:
@@ -102,12 +151,13 @@ def submit_stt(audio: bytes, key: str) -> str:
         f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"tone.wav\"\r\n"
         f"Content-Type: audio/wav\r\n\r\n"
     ).encode() + audio + f"\r\n--{boundary}--\r\n".encode()
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": f"multipart/form-data; boundary={boundary}"}
-    return http_json(f"{GATEWAY}/v1/jobs/stt", data=body, headers=headers)["id"]
+    # X-API-Key: the API server's proxy does not pass Authorization on (it is the kubeconfig's).
+    headers = {"X-API-Key": key, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    return http_json(f"{url('gateway')}/v1/jobs/stt", data=body, headers=headers)["id"]
 
 
 def job_status(job_id: str, key: str) -> dict:
-    return http_json(f"{GATEWAY}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"})
+    return http_json(f"{url('gateway')}/v1/jobs/{job_id}", headers={"X-API-Key": key})
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float, interval: float = 1.0):
@@ -129,8 +179,70 @@ def supervisorctl(*args: str) -> subprocess.CompletedProcess:
                           check=False)
 
 
+class PrometheusSwitch:
+    """Stops and starts the stack's Prometheus the way its target runs it: in the cluster, the operator's
+    Prometheus object scaled to 0 replicas and back (the operator scales its StatefulSet, and the
+    prometheus-operated Service has no endpoint meanwhile); on the host path, its supervisord program."""
+
+    GROUP, VERSION, PLURAL = "monitoring.coreos.com", "v1", "prometheuses"
+    MANAGER = "harness-e2e"
+
+    def __init__(self) -> None:
+        self.replicas: int | None = None
+        self.name: str | None = None
+        self.owners: list[dict] = []
+
+    def _api(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(kube())
+
+    def stop(self) -> str:
+        if not in_cluster():
+            out = supervisorctl("stop", "prometheus")
+            assert "stopped" in out.stdout, out.stdout + out.stderr
+            return out.stdout.strip()
+        ns = target()["monitoring_namespace"]
+        items = self._api().list_namespaced_custom_object(self.GROUP, self.VERSION, ns, self.PLURAL)["items"]
+        names = [i["metadata"]["name"] for i in items]
+        assert len(items) == 1, f"expected one Prometheus object in {ns}, found {names}"
+        self.name = items[0]["metadata"]["name"]
+        self.replicas = int(items[0]["spec"].get("replicas", 1))
+        self.owners = items[0]["metadata"].get("managedFields") or []
+        self._scale(0)
+        core = client.CoreV1Api(kube())
+        wait_for(f"the pods of Prometheus {ns}/{self.name} to go", lambda: not core.list_namespaced_pod(
+            ns, label_selector=f"prometheus={self.name}").items, timeout=120, interval=2)
+        return f"Prometheus {ns}/{self.name}: replicas {self.replicas} -> 0"
+
+    def start(self) -> str:
+        if not in_cluster():
+            out = supervisorctl("start", "prometheus")
+            assert "started" in out.stdout or "already started" in out.stdout, out.stdout + out.stderr
+            return out.stdout.strip()
+        if self.name is None:
+            return "nothing was stopped"
+        self._scale(self.replicas or 1)
+        # The object as site.yml left it, field owners included: this test's change of spec.replicas took the field
+        # from site.yml's apply (an update by another manager moves ownership), and the next site.yml would report
+        # reclaiming it as a change. The owners of spec are put back as they were; status keeps its current owner.
+        ns = target()["monitoring_namespace"]
+        obj = self._api().get_namespaced_custom_object(self.GROUP, self.VERSION, ns, self.PLURAL, self.name)
+        now = [m for m in obj["metadata"].get("managedFields") or [] if m.get("manager") != self.MANAGER]
+        owners = [m for m in now if m.get("subresource") == "status"]
+        owners += [m for m in self.owners if m.get("subresource") != "status"]
+        self._api().patch_namespaced_custom_object(self.GROUP, self.VERSION, ns, self.PLURAL, self.name,
+                                                   {"metadata": {"managedFields": owners}})
+        return f"Prometheus {ns}/{self.name}: replicas 0 -> {self.replicas}"
+
+    def _scale(self, replicas: int) -> None:
+        self._api().patch_namespaced_custom_object(self.GROUP, self.VERSION, target()["monitoring_namespace"],
+                                                   self.PLURAL, self.name, {"spec": {"replicas": replicas}},
+                                                   field_manager=self.MANAGER)
+
+
 def run_playbook(playbook: str, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["ansible-playbook", "-i", "inventories/local", f"playbooks/{playbook}", *extra],
+        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "inventories/local", f"playbooks/{playbook}",
+         *EXTRA_VARS, *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+        env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"},
     )

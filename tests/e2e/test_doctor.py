@@ -14,15 +14,13 @@ from tests.e2e import stack
 
 def _doctor(*extra: str, exporters: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
     stack.require_stack()
-    ports = stack.PORTS
-    exporters = exporters or {
-        "queue-exporter": f"http://127.0.0.1:{ports['model_services_queue_exporter_port']}/metrics",
-        "gpu-exporter": f"http://127.0.0.1:{ports['model_services_gpu_exporter_port']}/metrics",
-        "cost-exporter": f"http://127.0.0.1:{ports['cost_tracking_exporter_port']}/metrics",
-    }
+    # The inventory's endpoints, as verify.yml passes them: service references through the API server where the
+    # services run in the cluster, loopback URLs on the host path.
+    endpoints = stack.target()["endpoints"]
+    exporters = exporters or endpoints["exporters"]
     argv = [sys.executable, "-m", "workers.doctor", "--kubeconfig", str(stack.KUBECONFIG),
-            "--namespace", stack.NAMESPACE, "--prometheus-url", stack.PROMETHEUS,
-            "--alertmanager-url", stack.ALERTMANAGER]
+            "--namespace", stack.NAMESPACE, "--prometheus-url", endpoints["prometheus"],
+            "--alertmanager-url", endpoints["alertmanager"]]
     argv += [f"--service={name}:{svc['queue']}" for name, svc in stack.SERVICES.items()]
     argv += [f"--exporter={name}={url}" for name, url in exporters.items()]
     started = time.monotonic()

@@ -1,4 +1,5 @@
-"""Stopping Prometheus: verify.yml fails naming that hop, the HPAs keep their replica counts (no collapse to
+"""Stopping Prometheus (in the cluster: its operator object scaled to 0; on the host path: its program): verify.yml
+fails naming that hop, the HPAs keep their replica counts (no collapse to
 the minimum), and after Prometheus restarts the pipeline recovers without intervention."""
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ def test_prometheus_outage_is_named_and_harmless():
     assert before.returncode == 0, before.stdout[-3000:]
     replicas = _replicas(apps)
 
-    stopped = stack.supervisorctl("stop", "prometheus")
-    assert "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    switch = stack.PrometheusSwitch()
+    print(switch.stop())
     try:
-        during = stack.run_playbook("verify.yml", timeout=300)
+        # A short settle window: the hop cannot pass however long the doctor re-checks it.
+        during = stack.run_playbook("verify.yml", "-e", "verify_settle_seconds=20", timeout=300)
         assert during.returncode != 0
         assert "FAILED at hop 'prometheus'" in during.stdout, during.stdout[-3000:]
         # The HPA controller cannot read its metrics now; it must hold, not scale to the minimum.
@@ -36,11 +38,10 @@ def test_prometheus_outage_is_named_and_harmless():
         active = next(c for c in hpa.status.conditions if c.type == "ScalingActive")
         assert active.status == "False", f"stt HPA still ScalingActive without Prometheus: {active}"
     finally:
-        started = stack.supervisorctl("start", "prometheus")
-        assert "started" in started.stdout or "already started" in started.stdout, started.stdout + started.stderr
+        print(switch.start())
 
     def recovered() -> bool:
         return stack.run_playbook("verify.yml", timeout=300).returncode == 0
 
-    stack.wait_for("verify.yml to pass again after Prometheus restarted", recovered, timeout=300, interval=5)
+    stack.wait_for("verify.yml to pass again after Prometheus restarted", recovered, timeout=600, interval=5)
     assert _replicas(apps) == replicas

@@ -1,50 +1,32 @@
 """End to end against the running local stack (the test command brings it up before pytest): the short
 ``smoke`` scenario passes with every job accounted for, and the ``impossible`` scenario fails naming the
-expectation and the replicas it saw. Both go through ``python -m loadtests.run`` as a user would.
+expectation and the replicas it saw. Both go through playbooks/loadtest.yml as a user would, so they reach the
+stack the way the inventory says (the API server wherever the services run in the cluster; tests/e2e/stack.py).
 
-Skipped when the local gateway does not answer. Other tests may share the stack: the runner waits (bounded)
-for both services to be back at their minimum with empty queues before it starts the load.
+Other tests may share the stack: the runner waits (bounded) for both services to be back at their minimum with
+empty queues before it starts the load.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import subprocess
-import sys
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.e2e import stack
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-STATE = Path(os.environ.get("HARNESS_STATE_DIR") or Path.home() / ".local/state/gpu-serving-harness/local")
-GATEWAY = "http://127.0.0.1:18080"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def live_stack():
-    try:
-        httpx.get(f"{GATEWAY}/readyz", timeout=3).raise_for_status()
-    except httpx.HTTPError as exc:
-        pytest.skip(f"the local stack does not answer at {GATEWAY}: {exc}")
-    if not (STATE / "kubeconfig").is_file():
-        pytest.skip(f"no kubeconfig under {STATE}")
-
 
 def run_scenario(name: str, out: Path, timeout: int) -> tuple[subprocess.CompletedProcess, dict]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "loadtests.run", "--scenario", name, "--output-dir", str(out)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    stack.require_stack()
+    proc = stack.run_playbook("loadtest.yml", "-e", f"scenario={name}", "-e", f"loadtest_output_dir={out}",
+                              timeout=timeout)
     report_path = out / "report.json"
-    assert report_path.is_file(), f"no report.json; stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert report_path.is_file(), f"no report.json; stdout:\n{proc.stdout[-6000:]}\nstderr:\n{proc.stderr[-3000:]}"
     return proc, json.loads(report_path.read_text())
 
 
@@ -61,24 +43,25 @@ def check_accounting(report: dict) -> None:
 
 
 def test_impossible_scenario_fails_naming_the_expectation_and_value(tmp_path):
-    proc, report = run_scenario("impossible", tmp_path / "impossible", timeout=420)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    proc, report = run_scenario("impossible", tmp_path / "impossible", timeout=480)
+    assert proc.returncode == 2, proc.stdout[-6000:] + proc.stderr  # ansible-playbook: a task failed
     assert report["status"] == "failed"
     assert "scale_up.stt" in report["failed_expectations"]
     failed = next(e for e in report["expectations"] if e["name"] == "scale_up.stt")
     peak = report["scaling"]["stt"]["max_ready_replicas"]
     assert failed["observed"].startswith(f"never reached 9: at most {peak} ready replicas")
     assert failed["value"] == peak and 2 <= peak <= 8
-    # The summary printed to the terminal names the failing expectation and what was seen.
-    fail_lines = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
-    assert any("scale_up.stt" in line and "never reached 9" in line for line in fail_lines), proc.stdout
+    # The summary the playbook prints, and its failure message, name the failing expectation and what was seen.
+    fail_lines = [line for line in proc.stdout.splitlines() if re.search(r"\bFAIL\s+scale_up\.stt\b", line)]
+    assert any("never reached 9" in line for line in fail_lines), proc.stdout[-6000:]
+    assert "Load test impossible FAILED" in proc.stdout, proc.stdout[-6000:]
     check_accounting(report)
 
 
 def test_smoke_scenario_passes_end_to_end(tmp_path):
     out = tmp_path / "smoke"
-    proc, report = run_scenario("smoke", out, timeout=480)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc, report = run_scenario("smoke", out, timeout=540)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr
     assert report["status"] == "passed" and report["failed_expectations"] == []
     assert {e["name"] for e in report["expectations"]} >= {"scale_up.stt", "back_to_min.stt", "jobs.lost"}
     check_accounting(report)
@@ -92,4 +75,5 @@ def test_smoke_scenario_passes_end_to_end(tmp_path):
     assert all("hpa_desired" in s["services"]["stt"] for s in samples if not s["errors"])
     png = out / "timeline.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 40_000
-    assert f"report: {out / 'report.json'}" in proc.stdout and f"timeline: {png}" in proc.stdout
+    # The playbook says where the report and the timeline are.
+    assert f"report: {out / 'report.json'}" in proc.stdout and f"timeline: {png}" in proc.stdout, proc.stdout[-3000:]

@@ -17,6 +17,7 @@ the reaction budget covers the whole path: Redis -> exporter -> Prometheus -> ad
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import json
 import os
@@ -29,7 +30,9 @@ import httpx
 import pytest
 import yaml
 
+from loadtests.apiproxy import PodPortRelay, cluster_service, with_address
 from loadtests.envelope import Policy, RatePolicy, Rules, judge, policy_from_inventory
+from tests.e2e import stack
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -37,11 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("HARNESS_STATE_DIR") or Path.home() / ".local/state/gpu-serving-harness/local")
 INVENTORY = ROOT / "inventories/local"
 GROUP_VARS = yaml.safe_load((INVENTORY / "group_vars/all/loadtests.yml").read_text())
-PORTS = yaml.safe_load((INVENTORY / "group_vars/all/ports.yml").read_text())
 NAMESPACE = GROUP_VARS["loadtest_policy_selftest_namespace"]
 QUEUES = [q.split(":")[0] for q in GROUP_VARS["model_services_queue_exporter_extra_queues"]]
-# The stack's Prometheus (LOADTEST_PROMETHEUS_URL for a stack on other ports, as the checker's --prometheus-url).
-PROMETHEUS = os.environ.get("LOADTEST_PROMETHEUS_URL") or f"http://127.0.0.1:{PORTS['prometheus_stack_prometheus_port']}"
 SERVICES_NAMESPACE = "model-serving"
 JOBS = 100  # ceil(100 / 5) = 20 replicas asked for: every HPA is driven to its maximum
 HOLD_S = 45.0  # the backlog stays this long: the slowest wrong policy (1 pod / 6 s) needs 36 s to reach 8
@@ -159,8 +159,16 @@ class Recorder(threading.Thread):
 
 
 def _redis_url(core) -> str:
+    """The stack's Redis URL (its Secret); a Service's cluster DNS name is relayed through the API server
+    (pods/portforward to a Ready pod behind it, as the load-test checker reads it), until the tests end."""
     secret = core.read_namespaced_secret("redis-auth", SERVICES_NAMESPACE)
-    return base64.b64decode(secret.data["url"]).decode()
+    url = base64.b64decode(secret.data["url"]).decode()
+    internal = cluster_service(url)
+    if internal is None:
+        return url
+    relay = PodPortRelay.for_service(core, *internal)
+    atexit.register(relay.stop)
+    return with_address(url, *relay.address)
 
 
 async def _push(url: str, queues: list[str]) -> None:
@@ -233,7 +241,7 @@ def test_the_judge_fails_each_wrong_policy_by_name_and_passes_the_table(cluster,
 
     # The queue exporter must export the self-test's queues (inventory: model_services_queue_exporter_extra_queues).
     found = httpx.get(
-        f"{PROMETHEUS}/api/v1/query",
+        f"{stack.url('prometheus')}/api/v1/query",
         params={"query": 'count by (queue_name) (redis_queue_depth{queue_type="policy-selftest"})'},
         timeout=10,
     ).json()["data"]["result"]
