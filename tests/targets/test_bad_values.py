@@ -87,7 +87,7 @@ CASES = [
     ("local", "real_node", "main", {"real_node_volumes": 65}, "real_node_volumes"),
     ("local", "real_node", "main", {"real_node_volume_size": "10GB"}, "real_node_volume_size"),
     ("local", "real_node", "main", {"real_node_gpus": 0}, "real_node_gpus"),
-    ("local", "real_node", "main", {"real_node_gpus": 4}, "do not match the pool the node joins"),
+    ("local", "real_node", "main", {"real_node_gpus": 2}, "do not match the pool the node joins"),
     ("local", "real_node", "main", {"real_node_storage_class": "Harness_Local"}, "real_node_storage_class"),
     # Resource requests the inventory sets: checked before any object is applied (the API server would refuse them
     # only after the role had applied others).

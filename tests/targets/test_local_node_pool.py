@@ -42,6 +42,18 @@ def test_the_node_pool_is_priced_as_the_machine_it_describes(with_node):
 
 def test_without_the_node_the_pools_stay_the_kwok_ones():
     got = ansible_value('{"pools": harness_gpu_node_pools | map(attribute="name") | list, '
-                        '"pool": real_node_gpu_pool}', LOCAL)
+                        '"pool": real_node_gpu_pool}', LOCAL, "-e", "local_real_node_enabled=false")
     assert got == {"pools": ["gpu-l4"], "pool": "gpu-l4"}, got
 
+
+def test_the_local_inventory_runs_the_stack_on_its_real_node_by_default():
+    """One deployment path: `site.yml -i inventories/local` with nothing set applies the cluster manifests on the real
+    node, and every program beside the playbooks reaches the stack through the API server (issue 12), not loopback."""
+    got = ansible_value('{"switch": local_real_node_enabled | bool, "in_cluster": harness_services_in_cluster | bool,'
+                        ' "endpoints": harness_endpoints}', LOCAL)
+    assert got["switch"] is True and got["in_cluster"] is True, got
+    flat = [got["endpoints"][k] for k in ("gateway", "prometheus", "alertmanager")]
+    flat += list(got["endpoints"]["exporters"].values())
+    assert all(ref.startswith("service:") for ref in flat), got["endpoints"]
+    assert got["endpoints"]["api_key"].startswith("secret:"), got["endpoints"]
+    assert got["endpoints"]["cost_config"].startswith("configmap:"), got["endpoints"]

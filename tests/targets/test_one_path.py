@@ -92,8 +92,10 @@ def normalise(obj: dict, v: dict) -> dict:
         c["image"] = c["image"].removeprefix(f"{registry}/").partition("@")[0].partition(":")[0]
         urls = (v["cost_tracking_prometheus_url"], v["prometheus_adapter_cluster_prometheus_url"])
         c["args"] = [a for a in c.get("args", []) if a.partition("=")[2] not in urls] or None
+        extra_queues = ",".join(v["model_services_queue_exporter_extra_queues"])
         c["env"] = [e for e in c.get("env", []) if e.get("value") not in urls
-                    and not (worker and e["name"] in v["model_services_worker_env"])]
+                    and not (worker and e["name"] in v["model_services_worker_env"])
+                    and not (e["name"] == "EXTRA_QUEUES" and e.get("value") == extra_queues)]
         if worker:  # the table's requests, or model_services_worker_resources merged over them
             c.pop("resources", None)
         elif o["metadata"]["name"] in ("gateway", "queue-exporter"):  # model_services_platform_requests
