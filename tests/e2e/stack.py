@@ -12,10 +12,7 @@ loopback ports and files of the state directory.
 from __future__ import annotations
 
 import atexit
-import base64
-import io
 import json
-import math
 import os
 import subprocess
 import sys
@@ -23,7 +20,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import wave
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -110,54 +106,6 @@ def prom_query(expr: str) -> list[dict]:
 def prom_value(expr: str, default: float | None = None) -> float | None:
     result = prom_query(expr)
     return float(result[0]["value"][1]) if result else default
-
-
-def api_key() -> str:
-    """The gateway's first API key: its Secret (secret:<name>/<key>) or the host path's key file."""
-    source = target()["endpoints"]["api_key"]
-    if source.startswith("secret:"):
-        name, _, key = source.removeprefix("secret:").partition("/")
-        secret = client.CoreV1Api(kube()).read_namespaced_secret(name, target()["namespace"])
-        return base64.b64decode(secret.data[key]).decode().strip()
-    return Path(source).read_text().strip()
-
-
-def speech_wav(text: str) -> bytes:
-    """Speech synthesized by the project's Piper backend: the STT worker has real work to do on it."""
-    from workers.tts.piper_backend import PiperBackend
-
-    backend = PiperBackend(None, "cpu")
-    backend.load()
-    return backend.synthesize(text, "default").wav_bytes()
-
-
-def tone_wav(seconds: float = 1.0, rate: int = 16000) -> bytes:
-    """A short WAV: the STT worker transcribes it (to little or no text), which is all a queue test needs."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        frames = bytearray()
-        for i in range(int(seconds * rate)):
-            frames += int(8000 * math.sin(2 * math.pi * 220 * i / rate)).to_bytes(2, "little", signed=True)
-        w.writeframes(bytes(frames))
-    return buf.getvalue()
-
-
-def submit_stt(audio: bytes, key: str) -> str:
-    boundary = "harness-e2e-boundary"
-    body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"tone.wav\"\r\n"
-        f"Content-Type: audio/wav\r\n\r\n"
-    ).encode() + audio + f"\r\n--{boundary}--\r\n".encode()
-    # X-API-Key: the API server's proxy does not pass Authorization on (it is the kubeconfig's).
-    headers = {"X-API-Key": key, "Content-Type": f"multipart/form-data; boundary={boundary}"}
-    return http_json(f"{url('gateway')}/v1/jobs/stt", data=body, headers=headers)["id"]
-
-
-def job_status(job_id: str, key: str) -> dict:
-    return http_json(f"{url('gateway')}/v1/jobs/{job_id}", headers={"X-API-Key": key})
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float, interval: float = 1.0):
