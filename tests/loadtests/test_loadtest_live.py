@@ -68,9 +68,19 @@ def test_smoke_scenario_passes_end_to_end(tmp_path):
     assert report["jobs"]["completed"] == report["jobs"]["submitted"]
     scaling = report["scaling"]["stt"]
     assert scaling["max_ready_replicas"] >= 3 and scaling["back_to_min_after_load_s"] is not None
-    # The timeline covers the run: samples every ~2 s with HPA, replica, queue and cost readings.
+    # The timeline covers the run, from before the load to the return to the minimum, with a sample every
+    # ~2 s (loadtests/run.py's --sample-interval default, which loadtest.yml keeps) holding HPA, replica,
+    # queue and cost readings. How many samples that is depends on how fast the run settles (37 in 72 s at
+    # CI on 2026-12-03), so the check is the cadence and the span, not a count.
     samples = report["samples"]
-    assert len(samples) >= 40
+    interval = 2.0
+    times = [s["t"] for s in samples]
+    load = report["load"]
+    assert times[0] <= load["start"] and times[-1] >= load["end"] + scaling["back_to_min_after_load_s"], (
+        times[0], times[-1], load)
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    assert gaps[len(gaps) // 2] <= 1.25 * interval and gaps[-1] <= 5 * interval, gaps
+    assert len(samples) >= (times[-1] - times[0]) / (1.5 * interval)
     assert any(s["services"]["stt"].get("queue_depth", 0) > 0 for s in samples)
     assert all("hpa_desired" in s["services"]["stt"] for s in samples if not s["errors"])
     png = out / "timeline.png"
