@@ -9,6 +9,7 @@ empty queues before it starts the load.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -78,7 +79,7 @@ def test_smoke_scenario_passes_end_to_end(tmp_path):
     load = report["load"]
     assert times[0] <= load["start"] and times[-1] >= load["end"] + scaling["back_to_min_after_load_s"], (
         times[0], times[-1], load)
-    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
     assert gaps[len(gaps) // 2] <= 1.25 * interval and gaps[-1] <= 5 * interval, gaps
     assert len(samples) >= (times[-1] - times[0]) / (1.5 * interval)
     assert any(s["services"]["stt"].get("queue_depth", 0) > 0 for s in samples)
