@@ -10,9 +10,11 @@ Kinds:
 
 Deleting a pod and patching an HPA are Kubernetes actions, the same on every target. Killing a worker process
 and restarting Redis or the gateway depend on how the target runs them; they go through one small interface,
-``Runtime``, chosen by the inventory (``loadtest_fault_runtime``):
-- ``kubernetes``: a worker is killed by exec'ing ``kill -KILL 1`` in its container; Redis and the gateway are
-  restarted by deleting their pods (StatefulSet / Deployment bring them back).
+``Runtime``, chosen by the inventory (``harness_loadtest_fault_runtime``):
+- ``kubernetes``: a worker is killed by exec'ing ``kill -KILL -1`` in its container (the pod shares its PID
+  namespace, so the worker is not PID 1, which ignores a SIGKILL from inside), and the kubelet must then report
+  the container restarted; Redis and the gateway are restarted by deleting their pods (StatefulSet / Deployment
+  bring them back).
 - ``host``: the local target's host processes (being retired in favour of pods): the worker's pid from the pod
   runner's ``harness.local/host-pid`` annotation, Redis and the gateway as supervisord programs.
 """
@@ -29,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import yaml
 
 KINDS = ("kill_worker", "delete_pod", "lower_hpa_max", "restart_redis", "restart_gateway")
 SERVICE_KINDS = ("kill_worker", "delete_pod", "lower_hpa_max")
@@ -118,38 +122,94 @@ class HostRuntime:
         return f"supervisorctl restart {program}: {out[:200]}"
 
 
+def exec_in_container(core: Any, namespace: str, pod: str, container: str, command: list[str],
+                      timeout: float = 15) -> tuple[int | None, str]:
+    """Run a command in a container through the API server (pods/exec); its exit code (None when it could not
+    start: the message says why) and what it wrote to stdout and stderr."""
+    from kubernetes.stream import stream
+    from kubernetes.stream.ws_client import ERROR_CHANNEL
+
+    resp = stream(core.connect_get_namespaced_pod_exec, pod, namespace, container=container, command=command,
+                  stderr=True, stdout=True, stdin=False, tty=False, _preload_content=False,
+                  _request_timeout=timeout)
+    try:
+        resp.run_forever(timeout=timeout)
+        out = (resp.read_stdout() or "") + (resp.read_stderr() or "")
+        status = yaml.safe_load(resp.read_channel(ERROR_CHANNEL) or "null") or {}
+    finally:
+        resp.close()
+    if status.get("status") == "Success":
+        return 0, out
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            return int(cause.get("message", -1)), out
+    return None, (status.get("message") or "no exit status (timed out?)") + (f"; {out}" if out else "")
+
+
+def _restarts(pod: dict[str, Any], container: str) -> tuple[int, dict[str, Any]]:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == container:
+            return int(cs.get("restartCount") or 0), cs
+    return 0, {}
+
+
 class KubernetesRuntime:
-    """Cluster targets: kill a worker by exec'ing into its container; restart Redis and the gateway by deleting
-    their pods. (Not exercised on the local target, whose kwok pods have no containers to exec into.)"""
+    """Every target where the workers are pods: a worker is killed by exec'ing ``kill -KILL -1`` in its container,
+    which reaches the worker because its pod shares one PID namespace (roles/model_services sets
+    ``shareProcessNamespace``: the pause container is PID 1; a container's own PID 1 ignores a SIGKILL sent from
+    inside, so without it the kill did nothing), and then the kubelet must report the container restarted;
+    Redis and the gateway are restarted by deleting their pods."""
 
     name = "kubernetes"
+    KILL = ("sh", "-c", "kill -KILL -1")
 
-    def __init__(self, core: Any, namespace: str, selectors: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        core: Any,
+        namespace: str,
+        selectors: dict[str, str] | None = None,
+        exec_fn: Callable[..., tuple[int | None, str]] = exec_in_container,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        restart_wait_s: float = 30.0,
+    ) -> None:
         self.core, self.namespace = core, namespace
         self.selectors = {
             "redis": "app.kubernetes.io/name=redis",
             "gateway": "app.kubernetes.io/name=gateway",
             **(selectors or {}),
         }
+        self._exec, self._clock, self._sleep, self.restart_wait_s = exec_fn, clock, sleep, restart_wait_s
+
+    def _read(self, name: str) -> dict[str, Any]:
+        raw = self.core.read_namespaced_pod(name, self.namespace, _request_timeout=5)
+        return self.core.api_client.sanitize_for_serialization(raw)
 
     def kill_worker(self, pod: dict[str, Any]) -> str:
-        from kubernetes.stream import stream
-
         name = _pod_name(pod)
         container = pod["spec"]["containers"][0]["name"]
-        stream(
-            self.core.connect_get_namespaced_pod_exec,
-            name,
-            self.namespace,
-            container=container,
-            command=["kill", "-KILL", "1"],
-            stderr=True,
-            stdout=True,
-            stdin=False,
-            tty=False,
-            _request_timeout=10,
-        )
-        return f"kill -KILL 1 in pod {name} container {container}"
+        if pod["spec"].get("shareProcessNamespace") is not True:
+            raise FaultError(
+                f"pod {name}: shareProcessNamespace is not set, so its worker is PID 1 of container {container} and "
+                "a SIGKILL from inside it is dropped; the Deployment must share the pod's PID namespace "
+                "(roles/model_services' worker template does)")
+        before, _ = _restarts(pod, container)
+        # The exec's own status is not the evidence: the shell runs in the container it empties, and may be killed
+        # with it before it reports (exit 137, or no status). The kubelet's restart of the container is.
+        rc, out = self._exec(self.core, self.namespace, name, container, list(self.KILL))
+        execd = f"{' '.join(self.KILL)} {'could not run' if rc is None else f'exited {rc}'}"
+        deadline = self._clock() + self.restart_wait_s
+        while True:
+            count, status = _restarts(self._read(name), container)
+            if count > before:
+                code = ((status.get("lastState") or {}).get("terminated") or {}).get("exitCode")
+                return (f"kill -KILL -1 in pod {name} container {container}: it exited {code} and the kubelet "
+                        f"restarted it (restartCount {before} -> {count})")
+            if self._clock() >= deadline:
+                raise FaultError(f"pod {name}: the kubelet reported no restart of container {container} within "
+                                 f"{self.restart_wait_s:g} s (restartCount stayed {before}): the worker survived; "
+                                 f"{execd}" + (f": {out.strip()[:200]}" if out.strip() else ""))
+            self._sleep(0.5)
 
     def restart(self, component: str) -> str:
         selector = self.selectors[component]

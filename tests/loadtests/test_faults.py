@@ -277,6 +277,80 @@ def test_host_runtime_restarts_supervisord_programs():
         rt.restart("gateway")
 
 
+class FakeCore:
+    """read_namespaced_pod of a worker pod whose container restart count follows a script."""
+
+    def __init__(self, restarts):
+        self.restarts, self.reads = list(restarts), 0
+        self.api_client = self
+
+    def read_namespaced_pod(self, name, namespace, **kw):
+        count = self.restarts[min(self.reads, len(self.restarts) - 1)]
+        self.reads += 1
+        status = {"name": "worker", "restartCount": count}
+        if count:
+            status["lastState"] = {"terminated": {"exitCode": 137, "reason": "Error"}}
+        return {"metadata": {"name": name}, "status": {"containerStatuses": [status]}}
+
+    def sanitize_for_serialization(self, obj):
+        return obj
+
+
+def k8s_pod(name, share=True, restarts=0):
+    p = pod(name)
+    p["spec"]["shareProcessNamespace"] = share
+    p["status"]["containerStatuses"] = [{"name": "worker", "restartCount": restarts}]
+    return p
+
+
+def k8s_runtime(core, exec_result=(0, "")):
+    calls, now = [], [0.0]
+
+    def exec_fn(c, namespace, pod_name, container, command):
+        calls.append((namespace, pod_name, container, command))
+        return exec_result
+
+    rt = faults_mod.KubernetesRuntime(core, "model-serving", exec_fn=exec_fn, clock=lambda: now[0],
+                                      sleep=lambda s: now.__setitem__(0, now[0] + s), restart_wait_s=5)
+    return rt, calls
+
+
+def test_kubernetes_runtime_kills_the_worker_and_waits_for_the_kubelets_restart():
+    """kill -KILL -1 reaches the worker of a pod that shares its PID namespace; the fault is done only when the
+    kubelet reports the container restarted (on the real node this is the worker's exit 137)."""
+    rt, calls = k8s_runtime(FakeCore([0, 0, 1]))
+    detail = rt.kill_worker(k8s_pod("stt-a"))
+    assert calls == [("model-serving", "stt-a", "worker", ["sh", "-c", "kill -KILL -1"])]
+    assert "exited 137" in detail and "restartCount 0 -> 1" in detail
+
+
+def test_kubernetes_runtime_fails_when_the_worker_survives():
+    """Before: `kill -KILL 1` was exec'd and reported done whatever happened; a worker that is its container's
+    PID 1 ignores it, so chaos "killed" a worker that never stopped."""
+    rt, _ = k8s_runtime(FakeCore([2]))
+    with pytest.raises(faults_mod.FaultError, match=r"no restart of container worker within 5 s \(restartCount "
+                                                    r"stayed 2\): the worker survived"):
+        rt.kill_worker(k8s_pod("stt-a", restarts=2))
+    rt, calls = k8s_runtime(FakeCore([0]))
+    with pytest.raises(faults_mod.FaultError, match="shareProcessNamespace is not set"):
+        rt.kill_worker(k8s_pod("stt-b", share=False))
+    assert calls == []  # refused before anything is sent
+    rt, _ = k8s_runtime(FakeCore([0]), exec_result=(None, 'exec: "sh": executable file not found in $PATH'))
+    with pytest.raises(faults_mod.FaultError, match='the worker survived; sh -c kill -KILL -1 could not run: '
+                                                    'exec: "sh": executable file not found'):
+        rt.kill_worker(k8s_pod("stt-c"))
+    rt, _ = k8s_runtime(FakeCore([0]), exec_result=(1, "sh: 1: kill: No such process"))
+    with pytest.raises(faults_mod.FaultError, match="survived; sh -c kill -KILL -1 exited 1: sh: 1: kill: No such"):
+        rt.kill_worker(k8s_pod("stt-d"))
+
+
+def test_kubernetes_runtime_takes_the_restart_as_evidence_not_the_shells_status():
+    """The shell is in the container it empties: killed with it, it may report 137 or nothing."""
+    for result in ((137, ""), (None, "no exit status (timed out?)")):
+        rt, _ = k8s_runtime(FakeCore([0, 1]), exec_result=result)
+        assert "restartCount 0 -> 1" in rt.kill_worker(k8s_pod("stt-a"))
+
+
 # ---------------------------------------------------------------------------------- judged and reported
 
 

@@ -183,6 +183,18 @@ def test_worker_deployments_are_created_at_the_hpa_minimum(rendered, target):
         assert deployment["spec"].get("replicas") == svc["hpa"]["min"], svc["name"]
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_worker_is_not_pid_1_so_a_crash_can_reach_it(rendered, target):
+    """The chaos scenario's kill_worker execs `kill -KILL -1` in the worker container (loadtests/faults.py). In a
+    container's own PID namespace the worker is PID 1, and the kernel drops signals without a handler sent to it
+    from inside, SIGKILL included (pid_namespaces(7)): the fault did nothing. With the pod's namespace shared, the
+    pause container is PID 1 and the worker an ordinary process, on every target."""
+    for svc in rendered[target]["services"]:
+        spec = one(rendered, target, "Deployment", svc["name"])["spec"]["template"]["spec"]
+        assert spec.get("shareProcessNamespace") is True, svc["name"]
+        assert [c["name"] for c in spec["containers"]] == ["worker"], "kill -1 would reach a sidecar too"
+
+
 def test_a_rerun_keeps_the_replica_count_the_hpa_set(tmp_path):
     import json
 
