@@ -1,8 +1,9 @@
 """Alerts as the checker sees them: notifications delivered to its own webhook receiver (what an on-call
 person would get), cross-checked with Alertmanager's list of active alerts polled every sample.
 
-Alertmanager sends every alert to ``http://127.0.0.1:19095/alerts`` on the local target
-(``prometheus_stack_alert_webhooks``); the receiver listens there only while a run is going.
+Alertmanager sends every alert to the inventory's ``loadtest-checker`` webhook (``prometheus_stack_alert_webhooks``;
+on the local target the real node's bridge address, port 19095, path /alerts); the receiver listens at its
+host:port (``harness_loadtest_webhook_listen``) only while a run is going.
 """
 
 from __future__ import annotations

@@ -3,15 +3,20 @@ scenario's stages.
 
 Headless, the checker starts it (``python -m loadtests.run``). Interactively:
 
-    scripts/in-venv locust -f loadtests/locustfile.py                       # web UI on 127.0.0.1:8089
-    LOADTEST_SCENARIO=soak scripts/in-venv locust -f loadtests/locustfile.py
+    kubectl -n model-serving port-forward svc/gateway 18080:http &            # the gateway, on any target
+    kubectl -n model-serving get secret gateway-api-key -o jsonpath='{.data.key}' | base64 -d > /tmp/key
+    LOADTEST_API_KEY_FILE=/tmp/key scripts/in-venv locust -f loadtests/locustfile.py --host http://127.0.0.1:18080
+    LOADTEST_SCENARIO=soak ... (the same, another shape)
 
-Environment (all optional; defaults fit the local target):
+The web UI listens on loopback (Locust's own default is every interface).
+
+Environment:
+- ``LOADTEST_API_KEY_FILE``: gateway API key file (required).
 - ``LOADTEST_SCENARIO``: scenario name or path (default ``surge``).
-- ``LOADTEST_API_KEY_FILE``: gateway API key file (default: the local target's first-api-key).
 - ``LOADTEST_LEDGER``: where each submitted job id is recorded (default: a new file under the state dir).
 - ``LOADTEST_AUDIO_DIR``: clip cache (default ``$HARNESS_CACHE/loadtests/audio``).
-- ``LOADTEST_HOST``: gateway URL when ``--host`` is not given (default http://127.0.0.1:18080).
+- ``LOADTEST_HOST``: gateway URL when ``--host`` is not given; there is no default gateway (Locust refuses to start
+  without one): ``python -m loadtests.run`` finds it from the inventory and relays it for Locust.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ STATE_DIR = Path(os.environ.get("HARNESS_STATE_DIR") or Path.home() / ".local/st
 # The services it may load: as loadtests.run resolved them from the inventory, else the local inventory's.
 _SERVICES = [s for s in os.environ.get("LOADTEST_SERVICES", "").split(",") if s] or None
 SCENARIO = load_scenario(os.environ.get("LOADTEST_SCENARIO", DEFAULT_SCENARIO), _SERVICES)
-API_KEY_FILE = Path(os.environ.get("LOADTEST_API_KEY_FILE", STATE_DIR / "gateway" / "first-api-key"))
+API_KEY_FILE = os.environ.get("LOADTEST_API_KEY_FILE", "")
 LEDGER_PATH = Path(
     os.environ.get("LOADTEST_LEDGER")
     or STATE_DIR / "loadtests" / f"interactive-{time.strftime('%Y%m%dT%H%M%S')}" / "jobs.jsonl"
@@ -62,8 +67,11 @@ def ledger() -> LedgerWriter:
 def api_key() -> str:
     global _api_key
     if _api_key is None:
+        if not API_KEY_FILE:
+            raise SystemExit("loadtests: LOADTEST_API_KEY_FILE is not set: write the gateway's key to a file (on a "
+                             "cluster: the Secret gateway-api-key, key `key`) and name it there")
         try:
-            _api_key = API_KEY_FILE.read_text().strip()
+            _api_key = Path(API_KEY_FILE).read_text().strip()
         except OSError as exc:
             raise SystemExit(
                 f"loadtests: cannot read the gateway API key from {API_KEY_FILE}: {exc}; set LOADTEST_API_KEY_FILE"
@@ -90,7 +98,7 @@ def _on_test_stop(environment, **_kwargs) -> None:
 
 class GatewayUser(FastHttpUser):
     abstract = True
-    host = os.environ.get("LOADTEST_HOST", "http://127.0.0.1:18080")
+    host = os.environ.get("LOADTEST_HOST") or None
     wait_time = between(*SCENARIO.load.wait_s)
     service = ""
 

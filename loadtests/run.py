@@ -4,7 +4,9 @@
     scripts/in-venv python -m loadtests.run --scenario budget-breach --output-dir /tmp/bb
     scripts/in-venv python -m loadtests.run --list
 
-Defaults fit the local target; ``playbooks/loadtest.yml`` passes every address from the inventory.
+Where the stack is reached comes from the inventory (``--inventory``, default inventories/local), as Ansible
+evaluates it (roles/harness: ``harness_endpoints``, ``harness_kubeconfig``, ``harness_namespace``, the
+``loadtest_*`` defaults): an option given on the command line wins. ``playbooks/loadtest.yml`` passes them all.
 Exit codes: 0 every expectation held; 1 at least one did not (report written); 2 the run could not be made
 (bad scenario, target not reachable or not at its baseline; a report with status ``aborted`` when possible).
 """
@@ -55,12 +57,25 @@ class Aborted(RuntimeError):
     """The run could not be made or had to stop early; the message says why."""
 
 
-def _default_state_dir() -> Path:
-    return Path(os.environ.get("HARNESS_STATE_DIR") or Path.home() / ".local/state/gpu-serving-harness/local")
+# What an option left out is, as the inventory says: option name -> the Jinja expression Ansible evaluates.
+INVENTORY_DEFAULTS = {
+    "target_name": "inventory_dir | basename",
+    "state_dir": "harness_state_dir",
+    "gateway_url": "harness_endpoints.gateway",
+    "api_key_file": "harness_endpoints.api_key",
+    "prometheus_url": "harness_endpoints.prometheus",
+    "alertmanager_url": "harness_endpoints.alertmanager",
+    "cost_config": "harness_endpoints.cost_config",
+    "webhook_listen": "harness_loadtest_webhook_listen",
+    "alert_evidence": "harness_loadtest_alert_evidence",
+    "fault_runtime": "harness_loadtest_fault_runtime",
+    "kubeconfig": "harness_kubeconfig",
+    "namespace": "harness_namespace",
+}
+_PATHS = ("state_dir", "api_key_file", "kubeconfig")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    state = _default_state_dir()
     p = argparse.ArgumentParser(
         prog="python -m loadtests.run",
         description=__doc__,
@@ -68,21 +83,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--scenario", default=scenario_mod.DEFAULT_SCENARIO, help="name in loadtests/scenarios or a path")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    p.add_argument("--target-name", default="local", help="a name for the report (the inventory)")
-    p.add_argument("--state-dir", type=Path, default=state, help="harness_state_dir (default: %(default)s)")
-    p.add_argument("--gateway-url", default="http://127.0.0.1:18080",
+    p.add_argument("--target-name", help="a name for the report (default: the inventory's directory name)")
+    p.add_argument("--state-dir", type=Path, help="default: the inventory's harness_state_dir")
+    p.add_argument("--gateway-url",
                    help="an http(s) URL, or service:<namespace>/<name>:<port>: a Service reached through the API "
-                        "server's service proxy with the kubeconfig only (loadtests/apiproxy.py); so are the next two")
-    p.add_argument("--api-key-file", type=Path,
-                   help="a file, or secret:<name>/<key> in --namespace; default: <state-dir>/gateway/first-api-key")
-    p.add_argument("--prometheus-url", default="http://127.0.0.1:19090")
-    p.add_argument("--alertmanager-url", default="http://127.0.0.1:19093")
+                        "server's service proxy with the kubeconfig only (loadtests/apiproxy.py); so are the next "
+                        "two. Default (and for every address below): the inventory's harness_endpoints")
+    p.add_argument("--api-key-file", type=Path, help="a file, or secret:<name>/<key> in --namespace")
+    p.add_argument("--prometheus-url")
+    p.add_argument("--alertmanager-url")
     p.add_argument(
         "--webhook-listen",
-        default="127.0.0.1:19095",
-        help="host:port Alertmanager's webhook sends to (path /alerts)",
+        help="host:port Alertmanager's webhook sends to (path /alerts); default: the inventory's "
+        "harness_loadtest_webhook_listen (its loadtest-checker webhook)",
     )
-    p.add_argument("--kubeconfig", type=Path, help="default: <state-dir>/kubeconfig")
+    p.add_argument("--kubeconfig", type=Path, help="default: the inventory's harness_kubeconfig")
     p.add_argument(
         "--inventory",
         type=Path,
@@ -90,7 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the inventory whose HPA policy table and profile the policy judge holds the replicas to "
         "(default: %(default)s)",
     )
-    p.add_argument("--namespace", default="model-serving")
+    p.add_argument("--namespace", help="the services' namespace; default: the inventory's harness_namespace")
     p.add_argument(
         "--service",
         action="append",
@@ -100,17 +115,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--cost-config",
-        help="cost exporter config for budget actions: a file, or "
-        "configmap:<namespace>/<name>/<key>; default <state-dir>/cost-exporter.yml",
+        help="cost exporter config for budget actions: a file, or configmap:<namespace>/<name>/<key>",
     )
     p.add_argument("--output-dir", type=Path, help="default: <state-dir>/loadtests/<scenario>-<UTC timestamp>")
     p.add_argument("--sample-interval", type=float, default=2.0, help="seconds between samples")
     p.add_argument(
         "--alert-evidence",
         choices=["webhook", "alertmanager"],
-        default="webhook",
-        help="what proves an alert fired and resolved: a notification at the checker's webhook (default), or "
-        "Alertmanager's API, for clusters whose Alertmanager cannot reach the machine running the checker",
+        help="what proves an alert fired and resolved: a notification at the checker's webhook, or "
+        "Alertmanager's API, for clusters whose Alertmanager cannot reach the machine running the checker "
+        "(default: the inventory's harness_loadtest_alert_evidence)",
     )
     p.add_argument(
         "--redis-url",
@@ -122,9 +136,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--fault-runtime",
         choices=["host", "kubernetes"],
-        default="kubernetes",
-        help="how worker kills and Redis/gateway restarts are done (the inventory's loadtest_fault_runtime): "
-        "kubernetes (exec, pod deletion) or host (the local target's pod-runner processes and supervisord)",
+        help="how worker kills and Redis/gateway restarts are done (default: the inventory's "
+        "harness_loadtest_fault_runtime): kubernetes (exec, pod deletion) or host (the host-process path's pod-runner "
+        "processes and supervisord)",
     )
     p.add_argument(
         "--supervisorctl",
@@ -356,7 +370,29 @@ def _locust(run: Run, ledger: Path, key_file: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)  # noqa: S603
 
 
+def resolve_target(args: argparse.Namespace, value: Any = inventory_facts.ansible_value) -> argparse.Namespace:
+    """Fill every option left out from the inventory, in one evaluation by Ansible (``value``); options given on
+    the command line are kept. Nothing is asked when every option is given (playbooks/loadtest.yml)."""
+    missing = {name: expr for name, expr in INVENTORY_DEFAULTS.items() if getattr(args, name) is None}
+    if not missing:
+        return args
+    expr = "{" + ", ".join(f"{name!r}: {e}" for name, e in missing.items()) + "}"
+    try:
+        answers = value(expr, args.inventory)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        raise Aborted(f"--inventory {args.inventory}: cannot read where the stack is ({', '.join(missing)}); "
+                      f"give them as options or fix the inventory: {exc}") from None
+    for name in missing:
+        got = answers.get(name) if isinstance(answers, dict) else None
+        if got in (None, ""):
+            raise Aborted(f"--inventory {args.inventory}: {INVENTORY_DEFAULTS[name]} is empty; "
+                          f"give --{name.replace('_', '-')}")
+        setattr(args, name, Path(got) if name in _PATHS else str(got))
+    return args
+
+
 def execute(args: argparse.Namespace) -> int:
+    resolve_target(args)
     # The services a scenario may load: the inventory's enabled services with a load user, those named by
     # --service when the caller names the target's services.
     named = {spec.partition(":")[0] for spec in args.service}
@@ -369,8 +405,6 @@ def execute(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.output_dir or args.state_dir / "loadtests" / f"{scenario.name}-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
-    args.api_key_file = args.api_key_file or args.state_dir / "gateway" / "first-api-key"
-    args.kubeconfig = args.kubeconfig or args.state_dir / "kubeconfig"
     run = Run(scenario, args, out, _services(scenario, args.service))
     print(f"loadtests: scenario {scenario.name} -> {out}", flush=True)
     target = {
@@ -455,7 +489,7 @@ def execute(args: argparse.Namespace) -> int:
             )
         time_scale = {n: h.time_scale for n, h in hpas.items()}
         if scenario.budget_services():
-            editor = BudgetEditor(store_from_spec(args.cost_config or str(args.state_dir / "cost-exporter.yml"), kube))
+            editor = BudgetEditor(store_from_spec(args.cost_config, kube))
             restored = editor.recover()
             if restored:
                 run.note(restored)
