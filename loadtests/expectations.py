@@ -488,6 +488,43 @@ def counter_increase(points: list[tuple[float, float]]) -> tuple[float, list[dic
     return total, gaps
 
 
+def series_increase(
+    series: list[dict[str, Any]], since: float, until: float, label: str = "service"
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """A counter's rise from ``since`` to ``until`` per ``label``, summed over its series (one per process that
+    exports it: each gateway replica, and each replica that replaces one), from raw samples (a Prometheus matrix).
+
+    Each series is taken on its own, because replicas are scraped at different moments: merged into one line their
+    values interleave (one replica at 50, the other at 30) and every step down would read as a reset. In a series,
+    a step down is a restart of its process (counted from 0 again). A series with samples before ``since`` starts
+    from its last one there; one born during the run counts its first value whole (its process began at 0).
+    A gap is a stretch in which what a process counted may be lost: between the last sample before a reset and
+    the first after it, and from the last sample of a series that ended before ``until`` (no sample in its last
+    2.5 scrape intervals: its pod was deleted) to the first sample of the next series of that ``label`` born after
+    it (or ``until``)."""
+    per: list[tuple[str, list[tuple[float, float]]]] = []
+    for item in series:
+        points = sorted((float(ts), float(v)) for ts, v in item.get("values") or [])
+        if points:
+            per.append((item.get("metric", {}).get(label, ""), points))
+    counts: dict[str, float] = {}
+    gaps: list[dict[str, Any]] = []
+    for key, points in per:
+        before = [p for p in points if p[0] <= since]
+        during = [p for p in points if since < p[0] <= until]
+        start = before[-1] if before else (since, 0.0)
+        total, resets = counter_increase([start, *during])
+        counts[key] = counts.get(key, 0.0) + total
+        gaps += [{label: key, **g} for g in resets]
+        last = points[-1][0]
+        steps = sorted(b[0] - a[0] for a, b in itertools.pairwise(points))
+        spacing = steps[len(steps) // 2] if steps else 15.0  # its scrape interval, as its samples show it
+        if during and last < until - 2.5 * spacing:
+            born = [p[0][0] for k, p in per if k == key and p[0][0] > last]
+            gaps.append({label: key, "after": last, "before": min(born) if born else until})
+    return counts, gaps
+
+
 def _faults(f: RunFacts) -> list[Result]:
     out = []
     done = {r.name: r for r in f.faults}

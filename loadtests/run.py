@@ -35,7 +35,7 @@ from loadtests.apiproxy import PodPortRelay, RelayError, ServiceRelay, cluster_s
 from loadtests.audio import ensure_clips
 from loadtests.budgets import BudgetEditor, store_from_spec
 from loadtests.envelope import DEFAULT_INVENTORY, other_targets, policy_from_inventory
-from loadtests.expectations import RunFacts, back_to_min_time, counter_increase, evaluate
+from loadtests.expectations import RunFacts, back_to_min_time, evaluate, series_increase
 from loadtests.faults import FaultRecord, Injector, run_schedule, runtime_from_args
 from loadtests.ledger import LedgerTail
 from loadtests.plot import draw
@@ -211,6 +211,9 @@ def preflight(run: Run, kube: Kube, prom: Prometheus, am: Alertmanager, api_key:
 
 
 GATEWAY_COUNTER = "sum by (service) (gateway_jobs_submitted_total)"
+# How far before the run the gateway's raw samples are read, to tell a replica that ran before it (counted from its
+# value at the start) from one born during it (counted from 0).
+GATEWAY_LOOKBACK_S = 120
 # BullMQ's own sets of finished jobs, as the queue exporter reads them. They are pruned by age
 # (removeOnComplete/removeOnFail), so their rise is a lower bound of what finished: reported, not judged.
 BULLMQ_FINISHED = "sum by (queue_name) (redis_queue_completed + redis_queue_failed)"
@@ -618,8 +621,9 @@ def execute(args: argparse.Namespace) -> int:
     if bullmq_finished is not None:
         run.note(f"BullMQ's finished sets rose by {bullmq_finished} (a lower bound: pruned by age)")
     gateway_resets: list[dict[str, Any]] = []
-    if prom is not None and gw_before is not None and any(r.kind == "restart_gateway" for r in run.faults_done):
-        # The restart reset the counter: its rise comes from the raw samples, across the reset.
+    restarted = any(r.kind == "restart_gateway" for r in run.faults_done)
+    if prom is not None and isinstance(gw_before, dict) and (restarted or isinstance(gateway_submitted, str)):
+        # A restart (or a replaced replica) reset a counter: its rise comes from the raw samples, series by series.
         gateway_submitted, gateway_resets = _gateway_across_restarts(prom, run, run_end, gateway_submitted)
     queue_audit: dict[str, Any] | str | None = None
     if accounting is not None and accounting.outcomes:
@@ -801,25 +805,15 @@ def _reaction(
 def _gateway_across_restarts(
     prom: Prometheus, run: Run, run_end: float, fallback: Any
 ) -> tuple[dict[str, float] | str, list[dict[str, Any]]]:
-    """The gateway's count of accepted jobs from its raw samples, across the resets a restart causes."""
+    """The gateway's count of accepted jobs from its raw samples, per series (replica) and across the resets a
+    restart causes (expectations.series_increase); the samples reach back before the run to find each series' start."""
     since = run.anchors.get("run_start", run.started)
-    window = max(1, int(run_end - since + 5))
+    window = max(1, int(run_end - since + GATEWAY_LOOKBACK_S))
     try:
         series = prom.matrix(f"gateway_jobs_submitted_total[{window}s]", run_end)
     except SourceError as exc:
         return f"{exc}", []
-    by: dict[str, dict[float, float]] = {}
-    for item in series:
-        svc = item["metric"].get("service", "")
-        for ts, value in item.get("values") or []:
-            if float(ts) >= since - 3:
-                by.setdefault(svc, {})[float(ts)] = by.get(svc, {}).get(float(ts), 0.0) + float(value)
-    counts: dict[str, float] = {}
-    resets: list[dict[str, Any]] = []
-    for svc, points in by.items():
-        total, gaps = counter_increase(sorted(points.items()))
-        counts[svc] = total
-        resets += [{"service": svc, **g} for g in gaps]
+    counts, resets = series_increase(series, since, run_end)
     return (counts or fallback), resets
 
 

@@ -18,7 +18,7 @@ import redis
 
 from loadtests import faults as faults_mod
 from loadtests import queueaudit
-from loadtests.expectations import counter_increase, evaluate
+from loadtests.expectations import counter_increase, evaluate, series_increase
 from loadtests.faults import Fault, FaultRecord, HostRuntime, Injector, run_schedule, schedule
 from loadtests.report import build_report, summary
 from loadtests.scenario import ScenarioError, load_scenario, parse_scenario
@@ -444,6 +444,56 @@ def test_the_gateway_count_survives_a_gateway_restart(tmp_path):
     assert "less at most the 2 accepted between a restart" in got.expected
     f.gateway_submitted = {"stt": 7.0, "tts": 10.0}
     assert not by_name(evaluate(f))["jobs.gateway_count"].passed
+
+
+def replica(pod, svc, points):
+    return {"metric": {"__name__": "gateway_jobs_submitted_total", "service": svc, "pod": pod}, "values": points}
+
+
+def two_replicas_replaced():
+    """The cluster path's gateway: replicas a and b (scraped 1 s apart), both deleted at +40, replaced by c and d.
+    a and b accept stt jobs one each per 2 s from +0 and count them in-process; c and d start again from 0."""
+    a = [(T0 - 20 + t, 5.0) for t in (0, 4, 8, 12, 16)] + [(T0 + t, 5.0 + t // 2) for t in range(0, 40, 4)]
+    b = [(T0 - 19 + t, 3.0) for t in (0, 4, 8, 12, 16)] + [(T0 + t + 1, 3.0 + (t + 1) // 2) for t in range(0, 40, 4)]
+    # a counted 5 -> 23 (18 during the run), b 3 -> 21 (18); c and d, first scraped at +48 and +49, from 0.
+    c = [(T0 + 48 + t, 2.0 + t // 2) for t in range(0, 12, 4)]  # 2 .. 6
+    d = [(T0 + 49 + t, 1.0 + t // 2) for t in range(0, 12, 4)]  # 1 .. 5
+    return [replica("a", "stt", a), replica("b", "stt", b), replica("c", "stt", c), replica("d", "stt", d)]
+
+
+def test_the_gateway_count_is_summed_per_replica_across_replacement():
+    # Merged into one line, the replicas' interleaved values read as a reset at every other sample (the count
+    # "rose by 1936" for 247 accepted on the real node): each series counts on its own.
+    counts, gaps = series_increase(two_replicas_replaced(), since=T0, until=T0 + 60)
+    assert counts == {"stt": 18.0 + 18.0 + 6.0 + 5.0}
+    # Where a replica's last count may be lost: from its last scrape to the first scrape of a replacement.
+    assert gaps == [
+        {"service": "stt", "after": T0 + 36, "before": T0 + 48},
+        {"service": "stt", "after": T0 + 37, "before": T0 + 48},
+    ]
+
+
+def test_the_gateway_count_within_one_series_still_survives_a_restart():
+    pts = [(T0 - 4, 3.0), (T0 + 2, 5.0), (T0 + 6, 1.0), (T0 + 10, 4.0)]
+    counts, gaps = series_increase([replica("a", "stt", pts)], since=T0, until=T0 + 11)
+    assert counts == {"stt": 2.0 + 1.0 + 3.0}
+    assert gaps == [{"service": "stt", "after": T0 + 2, "before": T0 + 6}]
+
+
+def test_the_run_reads_the_gateway_count_per_replica(monkeypatch):
+    from loadtests import run as run_mod
+
+    class Prom:
+        def matrix(self, expr, at):
+            assert expr == f"gateway_jobs_submitted_total[{int(60 + run_mod.GATEWAY_LOOKBACK_S)}s]"
+            return two_replicas_replaced()
+
+    class FakeRun:
+        anchors = {"run_start": T0}
+        started = T0
+
+    counts, resets = run_mod._gateway_across_restarts(Prom(), FakeRun(), T0 + 60, "fallback")
+    assert counts == {"stt": 47.0} and len(resets) == 2
 
 
 def test_exactly_once_is_judged_from_bullmqs_record(tmp_path):
