@@ -7,9 +7,11 @@ import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kubernetes.client import (
     V1Container,
+    V1ContainerPort,
     V1Node,
     V1NodeStatus,
     V1ObjectMeta,
@@ -71,27 +73,34 @@ def gpu_pod(
     limits_only: bool = False,
     containers: list[V1Container] | None = None,
 ) -> V1Pod:
-    """A pod as a Deployment would create it, requesting ``gpus`` nvidia.com/gpu, created T0 + minutes."""
+    """A pod as a Deployment would create it, requesting ``gpus`` nvidia.com/gpu, created T0 + minutes.
+
+    ``metrics_url`` (http://IP:PORT/metrics): where its worker serves, as the pod shows it: status.podIP and
+    a containerPort named ``metrics``. Without it the pod has neither (no IP yet, as before its sandbox is up).
+    """
     gpu = {"nvidia.com/gpu": str(gpus)}
     resources = (
         V1ResourceRequirements(limits=gpu)
         if limits_only
         else V1ResourceRequirements(requests={"cpu": "1", **gpu}, limits=gpu)
     )
-    annotations = {"harness.local/metrics-url": metrics_url} if metrics_url else None
+    pod_ip, ports = None, None
+    if metrics_url:
+        parts = urlsplit(metrics_url)
+        pod_ip, ports = parts.hostname, [V1ContainerPort(name="metrics", container_port=parts.port)]
     return V1Pod(
         metadata=V1ObjectMeta(
             name=name,
             namespace=namespace,
             labels={"app.kubernetes.io/name": service},
-            annotations=annotations,
             creation_timestamp=T0 + dt.timedelta(minutes=minutes),
         ),
         spec=V1PodSpec(
             node_name=node,
-            containers=containers or [V1Container(name="worker", image="worker:0.1.0", resources=resources)],
+            containers=containers
+            or [V1Container(name="worker", image="worker:0.1.0", resources=resources, ports=ports)],
         ),
-        status=V1PodStatus(phase=phase),
+        status=V1PodStatus(phase=phase, pod_ip=pod_ip),
     )
 
 

@@ -1,6 +1,8 @@
 """Both exporters against the real local control plane: a GPU pod scheduled by the real scheduler on a
-kwok GPU node, its worker's busy ratio served from a real endpoint, read through the exporters' own
-I/O paths. Skipped when no cluster answers (the test command brings it up before pytest)."""
+kwok GPU node, read through the exporters' own I/O paths. A kwok pod runs nothing: its IP (kwok's pod
+network) is outside the exporter's allow list, so its busy ratio is refused before any connection and the pod
+counts as idle (a worker's real busy ratio on the real node: molecule/model_services). Skipped when no cluster
+answers (the test command brings it up before pytest)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from workers.cost.config import ServiceConfig
 from workers.cost.model import compute_costs
@@ -39,24 +40,13 @@ def core_v1():
     return api
 
 
-@pytest.fixture
-def worker():
-    registry = CollectorRegistry()
-    Gauge("model_worker_busy_ratio", "busy", ["service"], registry=registry).labels("stt").set(0.4)
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-    yield f"http://127.0.0.1:{server.server_port}/metrics"
-    server.shutdown()
-    thread.join(timeout=5)
-
-
-def _pod(name: str, url: str) -> dict:
+def _pod(name: str) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": name,
             "labels": {"app.kubernetes.io/name": "stt"},
-            "annotations": {"harness.local/metrics-url": url},
         },
         "spec": {
             "automountServiceAccountToken": False,
@@ -65,6 +55,7 @@ def _pod(name: str, url: str) -> dict:
                 {
                     "name": "worker",
                     "image": "worker:test",
+                    "ports": [{"name": "metrics", "containerPort": 9400}],
                     "resources": {"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}},
                 }
             ],
@@ -86,13 +77,13 @@ def _wait(predicate, timeout: float, what: str):
     raise TimeoutError(f"{what} within {timeout}s (last error: {last_error})")
 
 
-def test_gpu_pod_on_a_kwok_node_shows_up_in_both_exporters(core_v1, worker):
+def test_gpu_pod_on_a_kwok_node_shows_up_in_both_exporters(core_v1):
     namespace = f"exporter-test-{uuid.uuid4().hex[:8]}"
     core_v1.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     try:
         # The service account controller creates "default" shortly after the namespace; admission
         # refuses pods until then.
-        _wait(lambda: core_v1.create_namespaced_pod(namespace, _pod("stt-e2e-1", worker)), 60, "pod created")
+        _wait(lambda: core_v1.create_namespaced_pod(namespace, _pod("stt-e2e-1")), 60, "pod created")
         pod = _wait(
             lambda: (
                 (p := core_v1.read_namespaced_pod("stt-e2e-1", namespace)).status.phase == "Running" and p
@@ -102,14 +93,21 @@ def test_gpu_pod_on_a_kwok_node_shows_up_in_both_exporters(core_v1, worker):
         )
         node = pod.spec.node_name
 
-        source = SimulatedSource(
-            lambda: list_gpu_inventory(core_v1), BusyRatioFetcher(timeout=2), SimulationModel()
+        inventory = list_gpu_inventory(core_v1)
+        gpu_pod = next(p for p in inventory.pods if p.namespace == namespace)
+        # Where its worker would serve, from the pod as the API server has it.
+        assert (gpu_pod.metrics_port, gpu_pod.pod_ip) == (9400, pod.status.pod_ip) and gpu_pod.pod_ip
+        fetcher = BusyRatioFetcher(timeout=2)
+        readout = fetcher.fetch([gpu_pod])
+        assert readout.ratios == {}
+        assert readout.errors[(namespace, "stt-e2e-1")] == (
+            f"metrics URL 'http://{gpu_pod.pod_ip}:9400/metrics': host '{gpu_pod.pod_ip}' is not in "
+            "['127.0.0.1', 'localhost', '::1']"
         )
+        source = SimulatedSource(lambda: list_gpu_inventory(core_v1), fetcher, SimulationModel())
         mine = [r for r in source.read().readings if r.pod == "stt-e2e-1" and r.namespace == namespace]
         assert len(mine) == 1, mine
         assert mine[0].hostname == node and mine[0].container == "worker" and mine[0].source == "simulated"
-        # Other pods may share the GPU (time slicing); this worker alone contributes 40%.
-        assert mine[0].util_percent >= 40.0
         # A DaemonSet pod's selector (its own node) reads that node only, as one dcgm-exporter per node does.
         own = SimulatedSource(
             lambda: list_gpu_inventory(core_v1, node_selector=f"kubernetes.io/hostname={node}"),

@@ -50,11 +50,13 @@ def test_busy_ratio_is_read_from_each_pods_worker_endpoint(worker_endpoint):
     pods = [
         parse_pod(gpu_pod("stt-a-1", "n0", metrics_url=url_a)),
         parse_pod(gpu_pod("tts-b-1", "n0", service="tts", metrics_url=url_b)),
-        parse_pod(gpu_pod("stt-a-2", "n0")),  # no annotation yet
+        parse_pod(gpu_pod("stt-a-2", "n0")),  # no pod IP yet
     ]
+    # The URL is the pod's own: status.podIP and its GPU container's port named metrics.
+    assert (pods[0].pod_ip, f"http://127.0.0.1:{pods[0].metrics_port}/metrics") == ("127.0.0.1", url_a)
     readout = BusyRatioFetcher(timeout=2).fetch(pods)
     assert readout.ratios == {("model-serving", "stt-a-1"): 0.6, ("model-serving", "tts-b-1"): 0.1}
-    assert "no harness.local/metrics-url annotation" in readout.errors[("model-serving", "stt-a-2")]
+    assert readout.errors[("model-serving", "stt-a-2")] == "the pod has no IP yet"
     gauge_b.labels(service="tts").set(0.9)
     assert BusyRatioFetcher(timeout=2).fetch(pods[1:2]).ratios == {("model-serving", "tts-b-1"): 0.9}
 
@@ -73,6 +75,26 @@ def test_metrics_url_must_point_at_an_allowed_host():
     # Refused before any connection is attempted.
     with pytest.raises(BusyRatioError, match=r"host '10.1.2.3' is not in \['127.0.0.1'"):
         check_url("http://10.1.2.3:9000/metrics", ("127.0.0.1", "localhost"))
+    # A network in the list admits its addresses (the real node's DaemonSet lists its pod network), only those.
+    allowed = ("127.0.0.1", "10.244.0.0/24")
+    assert check_url("http://10.244.0.17:9400/metrics", allowed) == "http://10.244.0.17:9400/metrics"
+    with pytest.raises(BusyRatioError, match=r"host '10.244.1.17' is not in"):
+        check_url("http://10.244.1.17:9400/metrics", allowed)
+    with pytest.raises(BusyRatioError, match=r"host 'example.com' is not in"):
+        check_url("http://example.com:9400/metrics", allowed)
+
+
+def test_a_pod_without_a_metrics_port_is_named_not_guessed():
+    from kubernetes.client import V1Container, V1ResourceRequirements
+
+    gpu = {"nvidia.com/gpu": "1"}
+    bare = V1Container(name="worker", image="w", resources=V1ResourceRequirements(requests=gpu, limits=gpu))
+    pod = gpu_pod("stt-a-1", "n0", containers=[bare])
+    pod.status.pod_ip = "127.0.0.1"
+    readout = BusyRatioFetcher(timeout=2).fetch([parse_pod(pod)])
+    assert readout.errors == {
+        ("model-serving", "stt-a-1"): "no containerPort named 'metrics' on the pod's GPU containers"
+    }
     with pytest.raises(BusyRatioError, match="scheme must be http or https"):
         check_url("file:///etc/passwd", ("127.0.0.1",))
 
@@ -131,7 +153,7 @@ def test_a_missing_busy_ratio_is_logged_once_not_on_every_scrape(caplog):
             assert source.read().busy_unavailable == 1
     assert [r.getMessage() for r in caplog.records] == [
         "busy ratio of pod model-serving/stt-a-1 unavailable, counted as idle: "
-        "no harness.local/metrics-url annotation"
+        "the pod has no IP yet"
     ]
 
 
@@ -246,6 +268,12 @@ def test_config_errors_name_setting_value_and_what_is_allowed(tmp_path):
                               "kubernetes.io/hostname=harness-node-1,harness.local/simulated-gpu=true"})
     assert in_pod.kubeconfig is None
     assert in_pod.node_selector == "kubernetes.io/hostname=harness-node-1,harness.local/simulated-gpu=true"
+    with pytest.raises(ConfigError, match=r"GPU_EXPORTER_ALLOWED_HOSTS .*'10.244.0.5/24' is not a network address"):
+        load_config([], {**ok, "GPU_EXPORTER_ALLOWED_HOSTS": "127.0.0.1,10.244.0.5/24"})
+    assert load_config([], {**ok, "GPU_EXPORTER_ALLOWED_HOSTS": "127.0.0.1,10.244.0.0/24"}).allowed_hosts == (
+        "127.0.0.1",
+        "10.244.0.0/24",
+    )
     cfg = load_config(["--port", "9500"], {**ok, "GPU_EXPORTER_ALLOWED_HOSTS": "127.0.0.1"})
     assert cfg.node_selector == ""
     assert (cfg.port, cfg.bind, cfg.allowed_hosts, cfg.source) == (

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 GPU_RESOURCE = "nvidia.com/gpu"
+# The containerPort a model worker serves /metrics on (roles/model_services' Deployments name it so).
+METRICS_PORT_NAME = "metrics"
 LABEL_GPU_COUNT = "nvidia.com/gpu.count"
 LABEL_GPU_REPLICAS = "nvidia.com/gpu.replicas"
 LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
@@ -72,6 +74,11 @@ class GpuPod:
     created: dt.datetime
     labels: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     annotations: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # Where the pod's worker serves its metrics: the pod's IP (status.podIP, set by the kubelet) and the
+    # containerPort named "metrics" of its GPU containers, the port Prometheus scrapes. Empty/None when the pod
+    # has no IP yet or names no such port.
+    pod_ip: str = field(default="", compare=False, repr=False)
+    metrics_port: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def gpu_request(self) -> int:
@@ -161,6 +168,17 @@ def parse_pod(pod: Any) -> GpuPod | None:
     )
     if not containers:
         return None
+    gpu_names = {c.name for c in containers}
+    metrics_port = next(
+        (
+            port.container_port
+            for c in pod.spec.containers or []
+            if c.name in gpu_names
+            for port in c.ports or []
+            if port.name == METRICS_PORT_NAME
+        ),
+        None,
+    )
     return GpuPod(
         namespace=meta.namespace,
         name=meta.name,
@@ -169,6 +187,8 @@ def parse_pod(pod: Any) -> GpuPod | None:
         created=meta.creation_timestamp or _EPOCH,
         labels=dict(meta.labels or {}),
         annotations=dict(meta.annotations or {}),
+        pod_ip=pod.status.pod_ip or "",
+        metrics_port=metrics_port,
     )
 
 

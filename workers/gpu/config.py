@@ -60,7 +60,7 @@ _OPTIONS = (
         "--allowed-hosts",
         "GPU_EXPORTER_ALLOWED_HOSTS",
         ",".join(DEFAULT_ALLOWED_HOSTS),
-        "hosts a pod's metrics-url annotation may point at, comma separated",
+        "hosts and networks (CIDR) a GPU pod's worker metrics may be read from, comma separated",
     ),
     ("--busy-timeout", "GPU_EXPORTER_BUSY_TIMEOUT_SECONDS", "1", "timeout reading a worker's metrics"),
     (

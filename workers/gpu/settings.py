@@ -3,6 +3,7 @@ it got and what is allowed."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 
@@ -49,7 +50,18 @@ def number(
 
 
 def host_list(setting: str, raw: str) -> tuple[str, ...]:
+    """Host names, addresses and networks (CIDR), comma separated; a malformed network is named."""
     hosts = tuple(h.strip() for h in raw.split(",") if h.strip())
     if not hosts:
-        raise ConfigError(f"{setting}={raw!r}: give at least one host name or address, comma separated")
+        raise ConfigError(
+            f"{setting}={raw!r}: give at least one host name, address or network (CIDR), comma separated"
+        )
+    for host in hosts:
+        if "/" in host:
+            try:
+                ipaddress.ip_network(host, strict=True)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{setting}={raw!r}: {host!r} is not a network address with a prefix ({exc}), e.g. 10.244.0.0/24"
+                ) from None
     return hosts
