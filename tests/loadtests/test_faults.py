@@ -489,8 +489,8 @@ def test_the_run_reads_the_gateway_count_per_replica(monkeypatch):
             return two_replicas_replaced()
 
     class FakeRun:
-        anchors = {"run_start": T0}
-        started = T0
+        def __init__(self):
+            self.anchors, self.started = {"run_start": T0}, T0
 
     counts, resets = run_mod._gateway_across_restarts(Prom(), FakeRun(), T0 + 60, "fallback")
     assert counts == {"stt": 47.0} and len(resets) == 2
