@@ -188,8 +188,8 @@ def test_every_host_program_that_calls_the_api_server_carries_the_ca_checksum():
 def test_each_service_role_retires_every_host_program_it_defines():
     """Each role's main.yml retires its host programs with a dynamic include of its own, outside the import of
     cluster.yml: an imported file's `when` is inherited by the tasks of a role it includes, which evaluate it
-    without the including role's dependencies in scope (tests/real_node's cluster_path.yml, which includes the roles
-    as site.yml's playbooks run them, failed on `harness_services_in_cluster is undefined`)."""
+    without the including role's dependencies in scope (found by tests/real_node's former cluster_path.yml, which
+    included the roles as site.yml's playbooks run them: `harness_services_in_cluster is undefined`)."""
     for role, prog in host_programs():
         main = yaml.safe_load((ROOT / f"roles/{role}/tasks/main.yml").read_text())
         includes = [t for t in main if (t.get("ansible.builtin.include_role") or {}).get("tasks_from") == "retire.yml"]
