@@ -55,12 +55,22 @@ def test_options_given_win_and_only_the_rest_is_asked():
         return answers()
 
     args = run_mod.parse_args(["--gateway-url", "http://gw.example:8080", "--namespace", "serving",
-                               "--fault-runtime", "host"])
+                               "--fault-runtime", "kubernetes"])
     run_mod.resolve_target(args, value)
     assert args.gateway_url == "http://gw.example:8080" and args.namespace == "serving"
-    assert args.fault_runtime == "host"
+    assert args.fault_runtime == "kubernetes"
     assert "harness_endpoints.gateway" not in asked[0] and "harness_namespace" not in asked[0]
+    assert "harness_loadtest_fault_runtime" not in asked[0]
     assert "harness_endpoints.prometheus" in asked[0]
+
+
+def test_the_retired_host_fault_runtime_is_refused_by_name():
+    """From the command line or from an inventory that still sets it, before anything runs."""
+    with pytest.raises(run_mod.Aborted, match=r"fault runtime 'host' .* is invalid: allowed is kubernetes \(the host "
+                                              r"runtime went with the retired host-process path"):
+        run_mod.resolve_target(run_mod.parse_args(["--fault-runtime", "host"]), lambda e, i: answers())
+    with pytest.raises(run_mod.Aborted, match=r"fault runtime 'host' .* is invalid: allowed is kubernetes"):
+        run_mod.resolve_target(run_mod.parse_args([]), lambda e, i: answers(fault_runtime="host"))
 
 
 def test_nothing_is_asked_when_every_option_is_given():
@@ -110,6 +120,7 @@ def test_the_local_inventory_answers_the_cluster_path():
     args = run_mod.resolve_target(run_mod.parse_args([]), no_node)
     assert args.gateway_url.startswith("service:model-serving/gateway:")
     assert str(args.cost_config).startswith("configmap:model-serving/")
+    assert args.fault_runtime == "kubernetes"
 
 
 def test_an_inventory_replaces_a_loadtest_default(tmp_path):
