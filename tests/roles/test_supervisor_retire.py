@@ -106,30 +106,30 @@ def test_retire_on_a_machine_that_never_ran_them_changes_nothing(state):
     assert changed(run) == 0
 
 
-def host_programs():
-    """Every program a role hands to process_supervisor on the host-process path, with its role."""
-    for path in sorted(ROOT.glob("roles/*/tasks/local.yml")):
-        for task in yaml.safe_load(path.read_text()) or []:
-            prog = (task.get("vars") or {}).get("process_supervisor_program")
-            if prog is None:
-                continue
-            items = task.get("loop") if isinstance(prog, str) else [prog]
-            for item in items:
-                yield path.parts[-3], item
+# The host programs each service role defined on the retired host-process path (its tasks/local.yml, deleted), which
+# a machine upgraded from it may still have in supervisord's conf.d.
+HOST_PROGRAMS = {
+    "queue": ["redis"],
+    "cost_tracking": ["cost-exporter"],
+    "prometheus_adapter": ["prometheus-adapter"],
+    "prometheus_stack": ["kube-state-metrics", "prometheus", "alertmanager"],
+    "model_services": ["gateway", "queue-exporter", "gpu-exporter", "pod-runner"],
+}
 
 
-def test_each_service_role_retires_every_host_program_it_defines():
-    """Each role's main.yml retires its host programs with a dynamic include of its own, outside the import of
-    cluster.yml: an imported file's `when` is inherited by the tasks of a role it includes, which evaluate it
-    without the including role's dependencies in scope (tests/real_node's cluster_path.yml, which includes the roles
-    as site.yml's playbooks run them, failed on `harness_services_in_cluster is undefined`)."""
-    for role, prog in host_programs():
+def test_each_service_role_retires_every_host_program_it_defined():
+    """Each role's main.yml retires its old host programs on the local target with a dynamic include of its own, not
+    from an imported file: an imported file's `when` is inherited by the tasks of a role it includes, which evaluate
+    it without the including role's dependencies in scope (tests/real_node's cluster_path.yml, which includes the
+    roles as site.yml's playbooks run them, failed on `harness_services_in_cluster is undefined`)."""
+    for role, programs in HOST_PROGRAMS.items():
         main = yaml.safe_load((ROOT / f"roles/{role}/tasks/main.yml").read_text())
         includes = [t for t in main if (t.get("ansible.builtin.include_role") or {}).get("tasks_from") == "retire.yml"]
         retired = [n for t in includes for n in t["vars"]["process_supervisor_retire"]]
-        assert prog["name"] in retired, f"{role}'s cluster path leaves its host program {prog['name']} running"
+        assert sorted(retired) == sorted(programs), f"{role} retires {retired}, defined {programs} before"
         for t in includes:
-            assert "harness_services_in_cluster" in t["when"], (role, t["when"])
-    for role in sorted({role for role, _ in host_programs()}):
-        cluster = (ROOT / f"roles/{role}/tasks/cluster.yml").read_text()
-        assert "retire.yml" not in cluster, f"{role}: retire.yml included from the imported cluster.yml"
+            assert t["when"] == "harness_platform == 'local'", (role, t["when"])
+    assert not list(ROOT.glob("roles/*/tasks/local.yml")), "a role has a host-process path again"
+    others = [p.relative_to(ROOT) for p in ROOT.glob("roles/*/tasks/*.yml") if "retire.yml" in p.read_text()
+              and p.parts[-3] in HOST_PROGRAMS and p.name != "main.yml"]
+    assert not others, f"retire.yml included from an imported file: {others}"
