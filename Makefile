@@ -4,10 +4,6 @@ INV ?= inventories/local
 IN_VENV := scripts/in-venv
 
 SCENARIO ?= surge
-# REAL_NODE: local_real_node_enabled for this run; empty: the inventory's own value (true: the stack as pods on the
-# local target's real node; needs root). `make run REAL_NODE=false`: the host-process path, being retired.
-REAL_NODE ?=
-NODE_ARG := $(if $(REAL_NODE),-e local_real_node_enabled=$(REAL_NODE))
 
 .PHONY: run test bootstrap provision loadtest lint pytest molecule teardown
 
@@ -18,13 +14,13 @@ bootstrap:
 	scripts/bootstrap.sh
 
 provision:
-	$(IN_VENV) ansible-playbook -i $(INV) playbooks/site.yml $(NODE_ARG)
+	$(IN_VENV) ansible-playbook -i $(INV) playbooks/site.yml
 
 loadtest:
-	$(IN_VENV) ansible-playbook -i $(INV) playbooks/loadtest.yml -e scenario=$(SCENARIO) $(NODE_ARG)
+	$(IN_VENV) ansible-playbook -i $(INV) playbooks/loadtest.yml -e scenario=$(SCENARIO)
 
 teardown:
-	$(IN_VENV) ansible-playbook -i $(INV) playbooks/teardown.yml $(NODE_ARG)
+	$(IN_VENV) ansible-playbook -i $(INV) playbooks/teardown.yml
 
 # The whole suite: lint, the stack up (idempotent when it already runs), pytest against it, every molecule scenario.
 # molecule/real_node brings up a real node of its own, which cannot run beside the stack's (two kube-proxies in one
@@ -46,9 +42,8 @@ lint:
 	$(IN_VENV) ansible-lint
 
 # tests/real_node runs in molecule/real_node's verify, on the node that scenario converges (once for both).
-# REAL_NODE reaches the e2e tests and the playbooks they run (tests/e2e/stack.py).
 pytest:
-	REAL_NODE=$(REAL_NODE) $(IN_VENV) pytest tests --durations=15 --ignore=tests/real_node
+	$(IN_VENV) pytest tests --durations=15 --ignore=tests/real_node
 
 # MOLECULE_ARGS: scenario names, or --skip NAME (scripts/molecule-all.sh); empty: every scenario.
 MOLECULE_ARGS ?=

@@ -9,34 +9,31 @@ Kinds:
 - ``restart_gateway``: restart the API gateway.
 
 Deleting a pod and patching an HPA are Kubernetes actions, the same on every target. Killing a worker process
-and restarting Redis or the gateway depend on how the target runs them; they go through one small interface,
-``Runtime``, chosen by the inventory (``harness_loadtest_fault_runtime``):
+and restarting Redis or the gateway go through one small interface, ``Runtime``, named by the inventory
+(``harness_loadtest_fault_runtime``). There is one runtime, since the services are pods on every target:
 - ``kubernetes``: a worker is killed by exec'ing ``kill -KILL -1`` in its container (the pod shares its PID
   namespace, so the worker is not PID 1, which ignores a SIGKILL from inside), and the kubelet must then report
   the container restarted; Redis and the gateway are restarted by deleting their pods (StatefulSet / Deployment
   bring them back).
-- ``host``: the local target's host processes (being retired in favour of pods): the worker's pid from the pod
-  runner's ``harness.local/host-pid`` annotation, Redis and the gateway as supervisord programs.
+(``host``, which signalled the workers' host processes and restarted supervisord programs, went with the
+host-process path: it is refused by name.)
 """
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
 KINDS = ("kill_worker", "delete_pod", "lower_hpa_max", "restart_redis", "restart_gateway")
 SERVICE_KINDS = ("kill_worker", "delete_pod", "lower_hpa_max")
-HOST_PID_ANNOTATION = "harness.local/host-pid"
+# The fault runtimes there are (harness_loadtest_fault_runtime, --fault-runtime).
+RUNTIMES = ("kubernetes",)
 
 
 class FaultError(RuntimeError):
@@ -71,55 +68,6 @@ class Runtime(Protocol):
 
 def _pod_name(pod: dict[str, Any]) -> str:
     return pod.get("metadata", {}).get("name", "?")
-
-
-class HostRuntime:
-    """The local target: workers are pod-runner host processes, Redis and the gateway supervisord programs."""
-
-    name = "host"
-
-    def __init__(
-        self,
-        supervisorctl: str,
-        supervisor_conf: str,
-        programs: dict[str, str] | None = None,
-        run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
-        kill: Callable[[int, int], None] = os.kill,
-        proc: Path = Path("/proc"),
-    ) -> None:
-        self.supervisorctl, self.conf = supervisorctl, supervisor_conf
-        self.programs = {"redis": "redis", "gateway": "gateway", **(programs or {})}
-        self._run, self._kill, self._proc = run, kill, proc
-
-    def kill_worker(self, pod: dict[str, Any]) -> str:
-        raw = (pod.get("metadata", {}).get("annotations") or {}).get(HOST_PID_ANNOTATION)
-        try:
-            pid = int(raw)
-        except (TypeError, ValueError):
-            raise FaultError(f"pod {_pod_name(pod)} has no {HOST_PID_ANNOTATION} annotation ({raw!r})") from None
-        try:
-            cmdline = (self._proc / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError as exc:
-            raise FaultError(f"pod {_pod_name(pod)}: pid {pid} is not running ({exc})") from exc
-        # The pid must still be this pod's worker: never signal a process that reused the number.
-        if "workers.worker" not in cmdline:
-            raise FaultError(f"pod {_pod_name(pod)}: pid {pid} runs {cmdline[:80]!r}, not a model worker")
-        self._kill(pid, signal.SIGKILL)
-        return f"SIGKILL to pid {pid} (pod {_pod_name(pod)})"
-
-    def restart(self, component: str) -> str:
-        program = self.programs[component]
-        done = self._run(
-            [self.supervisorctl, "-c", self.conf, "restart", program],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
-        out = (done.stdout + done.stderr).strip().replace("\n", "; ")
-        if done.returncode != 0 or "started" not in out:
-            raise FaultError(f"supervisorctl restart {program}: exit {done.returncode}: {out[:300]}")
-        return f"supervisorctl restart {program}: {out[:200]}"
 
 
 def exec_in_container(core: Any, namespace: str, pod: str, container: str, command: list[str],
@@ -222,19 +170,19 @@ class KubernetesRuntime:
         return f"deleted pod(s) {names} ({selector}); their controller recreates them"
 
 
-def runtime_from_args(
-    kind: str,
-    core: Any,
-    namespace: str,
-    supervisorctl: str,
-    supervisor_conf: str,
-    selectors: dict[str, str] | None = None,
-) -> Runtime:
-    if kind == "host":
-        return HostRuntime(supervisorctl, supervisor_conf)
-    if kind == "kubernetes":
-        return KubernetesRuntime(core, namespace, selectors)
-    raise ValueError(f"fault runtime {kind!r}: host or kubernetes")
+def check_runtime(kind: str) -> str:
+    """``kind`` if it is a fault runtime there is, else a FaultError naming it and what is allowed."""
+    if kind in RUNTIMES:
+        return kind
+    retired = (" (the host runtime went with the retired host-process path: the services are pods on every "
+               "target)") if kind == "host" else ""
+    raise FaultError(f"fault runtime {kind!r} (harness_loadtest_fault_runtime, --fault-runtime) is invalid: "
+                     f"allowed is {' or '.join(RUNTIMES)}{retired}")
+
+
+def runtime_from_args(kind: str, core: Any, namespace: str, selectors: dict[str, str] | None = None) -> Runtime:
+    check_runtime(kind)
+    return KubernetesRuntime(core, namespace, selectors)
 
 
 class Cluster(Protocol):

@@ -1,11 +1,13 @@
 """Locust users for the gateway: STT uploads cached speech clips, TTS posts a text mix; the shape follows the
 scenario's stages.
 
-Headless, the checker starts it (``python -m loadtests.run``). Interactively:
+Headless, the checker starts it (``python -m loadtests.run``) with ``--host`` the loopback relay it opens to the
+gateway's Service through the API server (loadtests/apiproxy.py). Interactively, reach the gateway yourself, for
+example with a port-forward of your choosing (``<port>``: any free local port; kubectl binds loopback):
 
-    kubectl -n model-serving port-forward svc/gateway 18080:http &            # the gateway, on any target
+    kubectl -n model-serving port-forward svc/gateway <port>:http &           # the gateway, on any target
     kubectl -n model-serving get secret gateway-api-key -o jsonpath='{.data.key}' | base64 -d > /tmp/key
-    LOADTEST_API_KEY_FILE=/tmp/key scripts/in-venv locust -f loadtests/locustfile.py --host http://127.0.0.1:18080
+    LOADTEST_API_KEY_FILE=/tmp/key scripts/in-venv locust -f loadtests/locustfile.py --host http://127.0.0.1:<port>
     LOADTEST_SCENARIO=soak ... (the same, another shape)
 
 The web UI listens on loopback (Locust's own default is every interface).

@@ -36,7 +36,7 @@ from loadtests.audio import ensure_clips
 from loadtests.budgets import BudgetEditor, store_from_spec
 from loadtests.envelope import DEFAULT_INVENTORY, other_targets, policy_from_inventory
 from loadtests.expectations import RunFacts, back_to_min_time, evaluate, series_increase
-from loadtests.faults import FaultRecord, Injector, run_schedule, runtime_from_args
+from loadtests.faults import FaultError, FaultRecord, Injector, check_runtime, run_schedule, runtime_from_args
 from loadtests.ledger import LedgerTail
 from loadtests.plot import draw
 from loadtests.queueaudit import RedisQueues
@@ -135,17 +135,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--queue-prefix", default="bull", help="BullMQ key prefix (default: %(default)s)")
     p.add_argument(
         "--fault-runtime",
-        choices=["host", "kubernetes"],
         help="how worker kills and Redis/gateway restarts are done (default: the inventory's "
-        "harness_loadtest_fault_runtime): kubernetes (exec, pod deletion) or host (the host-process path's pod-runner "
-        "processes and supervisord)",
+        "harness_loadtest_fault_runtime): kubernetes (exec in the worker's container, pod deletion), the only one",
     )
-    p.add_argument(
-        "--supervisorctl",
-        default=str(Path(sys.executable).with_name("supervisorctl")),
-        help="host runtime: supervisorctl (default: next to this Python)",
-    )
-    p.add_argument("--supervisor-conf", type=Path, help="host runtime; default <state-dir>/supervisor/supervisord.conf")
     p.add_argument("--redis-selector", default="app.kubernetes.io/name=redis", help="kubernetes runtime")
     p.add_argument("--gateway-selector", default="app.kubernetes.io/name=gateway", help="kubernetes runtime")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
@@ -377,20 +369,24 @@ def resolve_target(args: argparse.Namespace, value: Any = inventory_facts.ansibl
     """Fill every option left out from the inventory, in one evaluation by Ansible (``value``); options given on
     the command line are kept. Nothing is asked when every option is given (playbooks/loadtest.yml)."""
     missing = {name: expr for name, expr in INVENTORY_DEFAULTS.items() if getattr(args, name) is None}
-    if not missing:
-        return args
-    expr = "{" + ", ".join(f"{name!r}: {e}" for name, e in missing.items()) + "}"
+    if missing:
+        expr = "{" + ", ".join(f"{name!r}: {e}" for name, e in missing.items()) + "}"
+        try:
+            answers = value(expr, args.inventory)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            raise Aborted(f"--inventory {args.inventory}: cannot read where the stack is ({', '.join(missing)}); "
+                          f"give them as options or fix the inventory: {exc}") from None
+        for name in missing:
+            got = answers.get(name) if isinstance(answers, dict) else None
+            if got in (None, ""):
+                raise Aborted(f"--inventory {args.inventory}: {INVENTORY_DEFAULTS[name]} is empty; "
+                              f"give --{name.replace('_', '-')}")
+            setattr(args, name, Path(got) if name in _PATHS else str(got))
+    # From the command line or the inventory alike: refused before anything runs, naming the value.
     try:
-        answers = value(expr, args.inventory)
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        raise Aborted(f"--inventory {args.inventory}: cannot read where the stack is ({', '.join(missing)}); "
-                      f"give them as options or fix the inventory: {exc}") from None
-    for name in missing:
-        got = answers.get(name) if isinstance(answers, dict) else None
-        if got in (None, ""):
-            raise Aborted(f"--inventory {args.inventory}: {INVENTORY_DEFAULTS[name]} is empty; "
-                          f"give --{name.replace('_', '-')}")
-        setattr(args, name, Path(got) if name in _PATHS else str(got))
+        check_runtime(args.fault_runtime)
+    except FaultError as exc:
+        raise Aborted(str(exc)) from None
     return args
 
 
@@ -483,8 +479,6 @@ def execute(args: argparse.Namespace) -> int:
                 args.fault_runtime,
                 kube.core,
                 args.namespace,
-                args.supervisorctl,
-                str(args.supervisor_conf or args.state_dir / "supervisor" / "supervisord.conf"),
                 {"redis": args.redis_selector, "gateway": args.gateway_selector},
             )
             injector = Injector(
@@ -712,7 +706,9 @@ _READY_HTTP = httpx.Client(timeout=0.5)
 
 
 def _local_readyz(url: str) -> bool:
-    """A worker's /readyz, only on this machine (the pod runner's annotation): never another address."""
+    """A worker's /readyz, only on this machine (a pod's harness.local/metrics-url annotation, which the retired
+    host-process path wrote for its worker processes; the workers' pods have none and are judged by their Ready
+    condition): never another address."""
     if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
         return False
     return _READY_HTTP.get(url).status_code == 200

@@ -1,12 +1,10 @@
 """Access to the running local stack (brought up by `make run`/`make test` before pytest) for e2e tests.
 
 Where the stack is reached comes from the inventory, asked of Ansible (roles/harness: ``harness_endpoints``, the
-values verify.yml and loadtest.yml pass to their programs), so these tests take the path the playbooks take: with
-the local real node (``local_real_node_enabled``; ``REAL_NODE=true`` in the environment sets it for the tests and
-the playbooks they run, as ``make ... REAL_NODE=true`` does) the gateway and Prometheus are Services reached
-through the API server with the kubeconfig only (loopback relays of loadtests/apiproxy.py), the API key is the
-gateway's Secret and the cost configuration its ConfigMap; on the host-process path (being retired) they are
-loopback ports and files of the state directory.
+values verify.yml and loadtest.yml pass to their programs), so these tests take the path the playbooks take: the
+services are pods on the local target's real node (``local_real_node_enabled``, the inventory's value), the gateway
+and Prometheus are Services reached through the API server with the kubeconfig only (loopback relays of
+loadtests/apiproxy.py), the API key is the gateway's Secret and the cost configuration its ConfigMap.
 """
 
 from __future__ import annotations
@@ -35,13 +33,9 @@ ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = ROOT / "inventories/local"
 STATE = Path(os.environ.get("HARNESS_STATE_DIR", Path.home() / ".local/state/gpu-serving-harness/local"))
 KUBECONFIG = STATE / "kubeconfig"
-# `make pytest REAL_NODE=true`: the switch for these tests and the playbooks they run (empty: the inventory's).
-REAL_NODE = os.environ.get("REAL_NODE", "")
-EXTRA_VARS: tuple[str, ...] = ("-e", f"local_real_node_enabled={REAL_NODE}") if REAL_NODE else ()
 # The enabled services of the local inventory (the harness role's table unless the inventory sets its own).
 SERVICES = {s["name"]: s for s in inventory_facts.services(INVENTORY)}
 NAMESPACE = "model-serving"
-SUPERVISOR_CONF = STATE / "supervisor/supervisord.conf"
 
 
 def require_stack() -> None:
@@ -52,18 +46,14 @@ def require_stack() -> None:
 
 @cache
 def target() -> dict[str, Any]:
-    """The inventory's answers: whether the services run in the cluster, their endpoints, namespaces, and the
-    address Alertmanager's loadtest-checker webhook points at."""
+    """The inventory's answers: the stack's endpoints, namespaces, and the address Alertmanager's loadtest-checker
+    webhook points at."""
     return inventory_facts.ansible_value(
-        '{"in_cluster": harness_services_in_cluster | bool, "endpoints": harness_endpoints,'
+        '{"endpoints": harness_endpoints,'
         ' "namespace": harness_namespace, "monitoring_namespace": harness_monitoring_namespace,'
         ' "webhook": prometheus_stack_alert_webhooks | default([]) | selectattr("name", "equalto", "loadtest-checker")'
         ' | map(attribute="url") | first | default("")}',
-        INVENTORY, *EXTRA_VARS)
-
-
-def in_cluster() -> bool:
-    return bool(target()["in_cluster"])
+        INVENTORY)
 
 
 @cache
@@ -74,8 +64,8 @@ def kube() -> client.ApiClient:
 
 @cache
 def url(name: str) -> str:
-    """A base URL for endpoint ``name`` (gateway, prometheus, alertmanager): the loopback port on the host path, a
-    relay through the API server's service proxy for a service reference (running until the tests end)."""
+    """A base URL for endpoint ``name`` (gateway, prometheus, alertmanager): a relay through the API server's
+    service proxy for a service reference (running until the tests end); a URL an inventory gives as is."""
     ref = target()["endpoints"][name]
     if not ref.startswith("service:"):
         return ref
@@ -120,17 +110,9 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, interval: f
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
 
 
-def supervisorctl(*args: str) -> subprocess.CompletedProcess:
-    venv_bin = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin"
-    ctl = venv_bin / "supervisorctl" if (venv_bin / "supervisorctl").exists() else "supervisorctl"
-    return subprocess.run([str(ctl), "-c", str(SUPERVISOR_CONF), *args], capture_output=True, text=True,
-                          check=False)
-
-
 class PrometheusSwitch:
-    """Stops and starts the stack's Prometheus the way its target runs it: in the cluster, the operator's
-    Prometheus object scaled to 0 replicas and back (the operator scales its StatefulSet, and the
-    prometheus-operated Service has no endpoint meanwhile); on the host path, its supervisord program."""
+    """Stops and starts the stack's Prometheus: the operator's Prometheus object scaled to 0 replicas and back (the
+    operator scales its StatefulSet, and the prometheus-operated Service has no endpoint meanwhile)."""
 
     GROUP, VERSION, PLURAL = "monitoring.coreos.com", "v1", "prometheuses"
     MANAGER = "harness-e2e"
@@ -144,10 +126,6 @@ class PrometheusSwitch:
         return client.CustomObjectsApi(kube())
 
     def stop(self) -> str:
-        if not in_cluster():
-            out = supervisorctl("stop", "prometheus")
-            assert "stopped" in out.stdout, out.stdout + out.stderr
-            return out.stdout.strip()
         ns = target()["monitoring_namespace"]
         items = self._api().list_namespaced_custom_object(self.GROUP, self.VERSION, ns, self.PLURAL)["items"]
         names = [i["metadata"]["name"] for i in items]
@@ -162,10 +140,6 @@ class PrometheusSwitch:
         return f"Prometheus {ns}/{self.name}: replicas {self.replicas} -> 0"
 
     def start(self) -> str:
-        if not in_cluster():
-            out = supervisorctl("start", "prometheus")
-            assert "started" in out.stdout or "already started" in out.stdout, out.stdout + out.stderr
-            return out.stdout.strip()
         if self.name is None:
             return "nothing was stopped"
         self._scale(self.replicas or 1)
@@ -190,7 +164,7 @@ class PrometheusSwitch:
 def run_playbook(playbook: str, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "inventories/local", f"playbooks/{playbook}",
-         *EXTRA_VARS, *extra],
+         *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
         env={**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"},
     )

@@ -3,9 +3,9 @@ month-to-date spend, and resolves when the budget is raised again (real exporter
 
 The budget is changed where the cost exporter reads it and the receiver listens where the inventory points
 Alertmanager's loadtest-checker webhook (roles/harness: harness_endpoints; prometheus_stack_alert_webhooks): the
-cost exporter's ConfigMap and the real node's bridge address where the services run in the cluster (the kubelet
-refreshes the mounted file within about a minute), the state directory's file and loopback on the host path. The
-change goes through the load test's own BudgetEditor, which keeps a backup of the original until it is restored."""
+cost exporter's ConfigMap (the kubelet refreshes the mounted file within about a minute) and the real node's bridge
+address. The change goes through the load test's own BudgetEditor, which keeps a backup of the original until it
+is restored."""
 
 from __future__ import annotations
 
@@ -70,8 +70,8 @@ def test_budget_alert_fires_and_resolves(receiver: Receiver):
     spent = stack.wait_for("month-to-date spend for stt",
                            lambda: stack.prom_value('service_cost_month_to_date{service="stt"}'), timeout=60)
     assert spent > 0
-    # In the cluster the exporter sees the change after the kubelet's refresh of the mounted ConfigMap.
-    bound = 240 if stack.in_cluster() else 120
+    # The exporter sees the change after the kubelet's refresh of the mounted ConfigMap.
+    bound = 240
     try:
         editor.set_budgets({"stt": spent / 2})  # actual spend = 200% of the budget
         stack.wait_for("BudgetThresholdExceeded for stt to reach the webhook",

@@ -14,8 +14,7 @@ from tests.e2e import stack
 
 def _doctor(*extra: str, exporters: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
     stack.require_stack()
-    # The inventory's endpoints, as verify.yml passes them: service references through the API server where the
-    # services run in the cluster, loopback URLs on the host path.
+    # The inventory's endpoints, as verify.yml passes them: service references through the API server.
     endpoints = stack.target()["endpoints"]
     exporters = exporters or endpoints["exporters"]
     argv = [sys.executable, "-m", "workers.doctor", "--kubeconfig", str(stack.KUBECONFIG),

@@ -1,6 +1,6 @@
-"""Stopping Prometheus (in the cluster: its operator object scaled to 0; on the host path: its program): verify.yml
-fails naming that hop, the HPAs keep their replica counts (no collapse to
-the minimum), and after Prometheus restarts the pipeline recovers without intervention."""
+"""Stopping Prometheus (its operator object scaled to 0): verify.yml fails naming that hop, the HPAs keep their
+replica counts (no collapse to the minimum), and after Prometheus restarts the pipeline recovers without
+intervention."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ proved nothing about a crash."""
 
 from __future__ import annotations
 
-import pytest
 from kubernetes import client
 
 from loadtests.faults import KubernetesRuntime
@@ -22,8 +21,6 @@ def _ready(pod: client.V1Pod) -> bool:
 
 
 def test_a_killed_worker_exits_137_and_the_kubelet_restarts_it():
-    if not stack.in_cluster():
-        pytest.skip("the host-process path's workers are pod-runner processes (the host fault runtime)")
     stack.require_stack()
     core = client.CoreV1Api(stack.kube())
     pods = core.list_namespaced_pod(stack.NAMESPACE, label_selector="app.kubernetes.io/name=stt").items

@@ -1,12 +1,11 @@
 """Faults declared in a scenario: their validation, their schedule, the injectors (against fakes of the
-Kubernetes API, a fake /proc and supervisorctl), the expectations and the report; and BullMQ's own record of
+Kubernetes API), the expectations and the report; and BullMQ's own record of
 every job (a private redis-server, real BullMQ producers and workers) that "exactly once" is judged on."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -19,7 +18,7 @@ import redis
 from loadtests import faults as faults_mod
 from loadtests import queueaudit
 from loadtests.expectations import counter_increase, evaluate, series_increase
-from loadtests.faults import Fault, FaultRecord, HostRuntime, Injector, run_schedule, schedule
+from loadtests.faults import Fault, FaultRecord, Injector, run_schedule, schedule
 from loadtests.report import build_report, summary
 from loadtests.scenario import ScenarioError, load_scenario, parse_scenario
 from tests.loadtests.test_loadtest_checker import T0, by_name, facts
@@ -113,8 +112,8 @@ def test_schedule_orders_injections_and_restores():
 # ---------------------------------------------------------------------------------------------- injectors
 
 
-def pod(name, pid=None, phase="Running", deleting=False):
-    meta = {"name": name, "annotations": {} if pid is None else {faults_mod.HOST_PID_ANNOTATION: str(pid)}}
+def pod(name, phase="Running", deleting=False):
+    meta = {"name": name, "annotations": {}}
     if deleting:
         meta["deletionTimestamp"] = "2026-12-02T01:00:00Z"
     return {"metadata": meta, "spec": {"containers": [{"name": "worker"}]}, "status": {"phase": phase}}
@@ -166,8 +165,8 @@ class FakeQueues:
 def test_faults_run_at_their_times_and_the_lowered_maximum_comes_back():
     cluster = FakeCluster(
         {
-            "stt": [pod("stt-a", 11), pod("stt-b", 12), pod("stt-c", 13, deleting=True)],
-            "tts": [pod("tts-a", 21), pod("tts-p", 22, phase="Pending")],
+            "stt": [pod("stt-a"), pod("stt-b"), pod("stt-c", deleting=True)],
+            "tts": [pod("tts-a"), pod("tts-p", phase="Pending")],
         }
     )
     runtime = FakeRuntime()
@@ -201,7 +200,7 @@ def test_faults_run_at_their_times_and_the_lowered_maximum_comes_back():
 
 
 def test_a_worker_is_killed_only_once_every_worker_holds_a_job():
-    cluster = FakeCluster({"stt": [pod("stt-a", 11), pod("stt-b", 12)]})
+    cluster = FakeCluster({"stt": [pod("stt-a"), pod("stt-b")]})
     now = [100.0]
     inj = Injector(
         cluster,
@@ -231,12 +230,12 @@ def test_a_worker_is_killed_only_once_every_worker_holds_a_job():
 def test_a_failed_fault_is_recorded_and_a_lowered_maximum_is_restored_at_the_end():
     class Broken(FakeRuntime):
         def restart(self, component):
-            raise faults_mod.FaultError("supervisorctl restart redis: exit 7: redis: ERROR (no such process)")
+            raise faults_mod.FaultError("no pod matches app.kubernetes.io/name=redis in model-serving")
 
     cluster = FakeCluster({"stt": []})
     inj = Injector(cluster, Broken(), {"stt": "stt"}, FakeQueues([0]))
     rec = inj.inject(Fault("redis", 0, "restart_redis"))
-    assert rec.error.startswith("FaultError: supervisorctl restart redis: exit 7") and rec.t is not None
+    assert rec.error.startswith("FaultError: no pod matches app.kubernetes.io/name=redis") and rec.t is not None
     assert "no running pod of stt" in inj.inject(Fault("d", 0, "delete_pod", "stt")).error
     inj.inject(Fault("squeeze", 0, "lower_hpa_max", "stt", 2, 30))
     assert cluster.max["stt"] == 2
@@ -244,37 +243,14 @@ def test_a_failed_fault_is_recorded_and_a_lowered_maximum_is_restored_at_the_end
     assert cluster.max["stt"] == 8
 
 
-def test_host_runtime_kills_only_the_pods_worker_process(tmp_path):
-    (tmp_path / "4242").mkdir()
-    (tmp_path / "4242" / "cmdline").write_bytes(b"/venv/bin/python3\0-m\0workers.worker\0--service\0stt\0")
-    (tmp_path / "4343").mkdir()
-    (tmp_path / "4343" / "cmdline").write_bytes(b"/usr/bin/redis-server\0/state/redis.conf\0")
-    killed = []
-    rt = HostRuntime("supervisorctl", "/s.conf", kill=lambda pid, sig: killed.append((pid, sig)), proc=tmp_path)
-    assert rt.kill_worker(pod("stt-a", 4242)) == "SIGKILL to pid 4242 (pod stt-a)"
-    assert killed == [(4242, signal.SIGKILL)]
-    with pytest.raises(faults_mod.FaultError, match="pid 4343 runs '/usr/bin/redis-server"):
-        rt.kill_worker(pod("stt-b", 4343))
-    with pytest.raises(faults_mod.FaultError, match="pid 4444 is not running"):
-        rt.kill_worker(pod("stt-c", 4444))
-    with pytest.raises(faults_mod.FaultError, match=r"has no harness\.local/host-pid annotation"):
-        rt.kill_worker(pod("stt-d"))
-    assert killed == [(4242, signal.SIGKILL)]
-
-
-def test_host_runtime_restarts_supervisord_programs():
-    calls = []
-
-    def run(argv, **kw):
-        calls.append(argv)
-        out = "redis: stopped\nredis: started\n" if argv[-1] == "redis" else "gateway: ERROR (spawn error)\n"
-        return subprocess.CompletedProcess(argv, 0 if argv[-1] == "redis" else 7, out, "")
-
-    rt = HostRuntime("/venv/bin/supervisorctl", "/state/supervisor/supervisord.conf", run=run)
-    assert rt.restart("redis") == "supervisorctl restart redis: redis: stopped; redis: started"
-    assert calls[0] == ["/venv/bin/supervisorctl", "-c", "/state/supervisor/supervisord.conf", "restart", "redis"]
-    with pytest.raises(faults_mod.FaultError, match="exit 7: gateway: ERROR"):
-        rt.restart("gateway")
+def test_only_the_kubernetes_runtime_is_made_and_host_is_refused_by_name():
+    made = faults_mod.runtime_from_args("kubernetes", object(), "model-serving")
+    assert isinstance(made, faults_mod.KubernetesRuntime)
+    with pytest.raises(faults_mod.FaultError, match=r"fault runtime 'host' .* is invalid: allowed is kubernetes "
+                                                   r"\(the host runtime went with the retired host-process path"):
+        faults_mod.runtime_from_args("host", object(), "model-serving")
+    with pytest.raises(faults_mod.FaultError, match=r"fault runtime 'docker' .* is invalid: allowed is kubernetes$"):
+        faults_mod.check_runtime("docker")
 
 
 class FakeCore:
@@ -378,7 +354,7 @@ def chaos_facts(tmp_path, records, **kw):
 
 def records_ok():
     return [
-        FaultRecord("kill-stt", "kill_worker", "stt", 10, T0 + 11.5, "stt-a", "host: SIGKILL to pid 1 (pod stt-a)"),
+        FaultRecord("kill-stt", "kill_worker", "stt", 10, T0 + 11.5, "stt-a", "kubernetes: kill -KILL -1 in pod stt-a"),
         FaultRecord(
             "squeeze",
             "lower_hpa_max",
@@ -390,7 +366,7 @@ def records_ok():
             restored_t=T0 + 30.3,
             restore_detail="maxReplicas -> 8",
         ),
-        FaultRecord("restart-redis", "restart_redis", None, 30, T0 + 30.4, "redis", "host: supervisorctl ..."),
+        FaultRecord("restart-redis", "restart_redis", None, 30, T0 + 30.4, "redis", "kubernetes: deleted pod(s) ..."),
     ]
 
 
@@ -405,11 +381,11 @@ def test_a_fault_that_failed_came_late_was_not_restored_or_never_ran_fails(tmp_p
     recs = records_ok()
     recs[0].t = T0 + 25  # 15 s late
     recs[1].restored_t, recs[1].restore_detail = None, None
-    recs[2].error = "FaultError: supervisorctl restart redis: exit 7"
+    recs[2].error = "FaultError: no pod matches app.kubernetes.io/name=redis"
     got = by_name(evaluate(chaos_facts(tmp_path, recs)))
     assert not got["fault.kill-stt"].passed and got["fault.kill-stt"].value == 25
     assert not got["fault.squeeze"].passed and "NOT restored" in got["fault.squeeze"].observed
-    assert not got["fault.restart-redis"].passed and "exit 7" in got["fault.restart-redis"].observed
+    assert not got["fault.restart-redis"].passed and "no pod matches" in got["fault.restart-redis"].observed
     got = by_name(evaluate(chaos_facts(tmp_path, recs[:1])))
     assert got["fault.restart-redis"].observed == "never injected (the run ended first)"
 
@@ -426,7 +402,7 @@ def test_report_lists_each_fault_with_its_time(tmp_path):
     ]
     assert report["faults"][1]["restored_at"] == 30.3
     text = summary(report)
-    assert "fault kill-stt (kill_worker) at +11.5 s: host: SIGKILL to pid 1 (pod stt-a)" in text
+    assert "fault kill-stt (kill_worker) at +11.5 s: kubernetes: kill -KILL -1 in pod stt-a" in text
     assert "fault squeeze (lower_hpa_max) at +20.2 s: maxReplicas 8 -> 3; restored at +30.3 s" in text
 
 
@@ -626,7 +602,7 @@ def test_bullmq_record_of_real_jobs_counts_runs_and_completions(redis_url):
 def test_a_waiting_worker_kill_does_not_delay_the_next_fault():
     """chaos on the local target, 01:25 UTC: a kill waiting 10 s for a job in hand pushed the pod deletion
     planned 7 s later 4 s past its time; each injection now runs on its own thread."""
-    cluster = FakeCluster({"stt": [pod("stt-a", 11), pod("stt-b", 12)], "tts": [pod("tts-a", 21)]})
+    cluster = FakeCluster({"stt": [pod("stt-a"), pod("stt-b")], "tts": [pod("tts-a")]})
     inj = Injector(cluster, FakeRuntime(), {"stt": "stt", "tts": "tts"}, FakeQueues([0]), mid_job_wait_s=0.6)
     fs = (Fault("kill", 0.0, "kill_worker", "stt"), Fault("delete", 0.1, "delete_pod", "tts"))
     records: list[FaultRecord] = []
@@ -640,7 +616,7 @@ def test_a_waiting_worker_kill_does_not_delay_the_next_fault():
 
 def test_only_ready_workers_are_killed_and_counted():
     """A pod whose worker is still loading its model holds no job: it is neither a victim nor counted."""
-    cluster = FakeCluster({"stt": [pod("stt-a", 11), pod("stt-b", 12), pod("stt-new", 13)]})
+    cluster = FakeCluster({"stt": [pod("stt-a"), pod("stt-b"), pod("stt-new")]})
     runtime = FakeRuntime()
     inj = Injector(
         cluster,

@@ -2,9 +2,9 @@
 deliberately wrong ones against a scripted backlog, and the judge (loadtests/envelope.py) must pass the first
 and fail each of the others naming its rule.
 
-Nothing here touches the stack's services. Everything lives in a namespace of its own (the pod runner watches
-only the services' namespace, so no worker process starts): six Deployments of no-op pods on the simulated
-system node (kwok marks them Running; no GPU is requested, so the services' GPU slots stay free), six HPAs
+Nothing here touches the stack's services. Everything lives in a namespace of its own: six Deployments of no-op
+pods on the simulated system node (kwok marks them Running and nothing executes them; no GPU is requested, so the
+services' GPU slots stay free), six HPAs
 with only the queue-depth metric, and six queues that no worker consumes, which the queue exporter exports
 because the local inventory lists them (``model_services_queue_exporter_extra_queues``). The backlog is pushed
 straight into the queues with BullMQ (no Locust, no gateway); all six run at once, since each has its own

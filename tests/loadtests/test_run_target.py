@@ -55,12 +55,22 @@ def test_options_given_win_and_only_the_rest_is_asked():
         return answers()
 
     args = run_mod.parse_args(["--gateway-url", "http://gw.example:8080", "--namespace", "serving",
-                               "--fault-runtime", "host"])
+                               "--fault-runtime", "kubernetes"])
     run_mod.resolve_target(args, value)
     assert args.gateway_url == "http://gw.example:8080" and args.namespace == "serving"
-    assert args.fault_runtime == "host"
+    assert args.fault_runtime == "kubernetes"
     assert "harness_endpoints.gateway" not in asked[0] and "harness_namespace" not in asked[0]
+    assert "harness_loadtest_fault_runtime" not in asked[0]
     assert "harness_endpoints.prometheus" in asked[0]
+
+
+def test_the_retired_host_fault_runtime_is_refused_by_name():
+    """From the command line or from an inventory that still sets it, before anything runs."""
+    with pytest.raises(run_mod.Aborted, match=r"fault runtime 'host' .* is invalid: allowed is kubernetes \(the host "
+                                              r"runtime went with the retired host-process path"):
+        run_mod.resolve_target(run_mod.parse_args(["--fault-runtime", "host"]), lambda e, i: answers())
+    with pytest.raises(run_mod.Aborted, match=r"fault runtime 'host' .* is invalid: allowed is kubernetes"):
+        run_mod.resolve_target(run_mod.parse_args([]), lambda e, i: answers(fault_runtime="host"))
 
 
 def test_nothing_is_asked_when_every_option_is_given():
@@ -88,11 +98,12 @@ def test_an_inventory_that_cannot_answer_is_named():
         run_mod.resolve_target(run_mod.parse_args([]), lambda e, i: answers(gateway_url=""))
 
 
-def test_the_local_inventory_answers_its_real_node_and_its_host_path():
+def test_the_local_inventory_answers_the_cluster_path():
     """Asked of Ansible itself. Expected from the inventory file (local_real_node_enabled) and docs/loadtests.md's
-    table: with the real node the Services through the API server, the gateway's Secret, the webhook at the node's
-    bridge address and the kubernetes fault runtime (before, the inventory pinned `host`: its kills went to
-    pod-runner processes that do not exist there); without it the host path's loopback ports and `host`."""
+    table: the Services through the API server, the gateway's Secret, the webhook at the node's bridge address and
+    the kubernetes fault runtime (before, the inventory pinned `host`: its kills went to pod-runner processes that
+    do not exist there). The host-process path and its loopback ports are retired: with the real node switched off
+    the endpoints are the same references (the service roles' preflight refuses to deploy there)."""
     inventory = yaml.safe_load((LOCAL / "group_vars/all/platform.yml").read_text())
     node_ip = inventory_facts.facts(LOCAL)["harness_local_node_ip"]
     assert inventory["local_real_node_enabled"] is True
@@ -103,13 +114,13 @@ def test_the_local_inventory_answers_its_real_node_and_its_host_path():
     assert args.webhook_listen == f"{node_ip}:19095"
     assert (args.alert_evidence, args.fault_runtime, args.target_name) == ("webhook", "kubernetes", "local")
 
-    def host_path(expr, inv):
+    def no_node(expr, inv):
         return inventory_facts.ansible_value(expr, inv, "-e", "local_real_node_enabled=false")
 
-    args = run_mod.resolve_target(run_mod.parse_args([]), host_path)
-    ports = yaml.safe_load((LOCAL / "group_vars/all/ports.yml").read_text())
-    assert args.gateway_url == f"http://127.0.0.1:{ports['model_services_gateway_port']}"
-    assert args.fault_runtime == "host"
+    args = run_mod.resolve_target(run_mod.parse_args([]), no_node)
+    assert args.gateway_url.startswith("service:model-serving/gateway:")
+    assert str(args.cost_config).startswith("configmap:model-serving/")
+    assert args.fault_runtime == "kubernetes"
 
 
 def test_an_inventory_replaces_a_loadtest_default(tmp_path):

@@ -1,17 +1,13 @@
-"""Host programs when the local target changes under them, on a real supervisord run by the role itself.
+"""The host programs of the retired host-process path, on a machine upgraded from it, on a real supervisord run by
+the role itself.
 
-1. A role that moved to the cluster path (the local target with its real node) retires the host programs it ran
-   before (process_supervisor's retire.yml, called by each service role's main.yml). Without that they kept
-   running beside their pods: the old Redis, gateway and exporters bound to their ports, the old adapter bound to
-   the old cluster.
-2. A program that calls the API server carries the cluster CA's checksum (harness_cluster_ca_checksum) in its
-   definition, so a cluster that local_cluster recreated restarts it. Without that a CI run found the host
-   prometheus-adapter answering 401 on a recreated cluster: it had read the old cluster's credentials at start.
+Each service role retires the host programs it ran before (process_supervisor's retire.yml, called by each service
+role's main.yml). Without that they kept running beside their pods: the old Redis, gateway and exporters bound to
+their ports, the old adapter bound to the old cluster.
 """
 
 from __future__ import annotations
 
-import base64
 import re
 import subprocess
 import sys
@@ -110,93 +106,30 @@ def test_retire_on_a_machine_that_never_ran_them_changes_nothing(state):
     assert changed(run) == 0
 
 
-def write_kubeconfig(state: Path, ca: bytes, inline: bool = False) -> None:
-    (state / "ca.crt").write_bytes(ca)
-    cluster = ({"certificate-authority-data": base64.b64encode(ca).decode()} if inline
-               else {"certificate-authority": str(state / "ca.crt")})
-    cluster["server"] = "https://127.0.0.1:1"
-    (state / "kubeconfig").write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "clusters": [{"name": "c", "cluster": cluster}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}], "current-context": "c",
-        "users": [{"name": "u", "user": {}}]}))
+# The host programs each service role defined on the retired host-process path (its tasks/local.yml, deleted), which
+# a machine upgraded from it may still have in supervisord's conf.d.
+HOST_PROGRAMS = {
+    "queue": ["redis"],
+    "cost_tracking": ["cost-exporter"],
+    "prometheus_adapter": ["prometheus-adapter"],
+    "prometheus_stack": ["kube-state-metrics", "prometheus", "alertmanager"],
+    "model_services": ["gateway", "queue-exporter", "gpu-exporter", "pod-runner"],
+}
 
 
-API_CLIENT = """
-- ansible.builtin.include_role: {name: process_supervisor}
-- ansible.builtin.include_role: {name: process_supervisor, tasks_from: program.yml}
-  vars:
-    process_supervisor_program:
-      name: api-client
-      command: sleep 600
-      environment: {HARNESS_CLUSTER_CA_SHA1: "{{ harness_cluster_ca_checksum }}"}
-"""
-
-
-def pid(state: Path) -> str:
-    m = re.search(r"^api-client\s+RUNNING\s+pid (\d+)", ctl(state, "status"), re.M)
-    assert m, ctl(state, "status")
-    return m.group(1)
-
-
-@pytest.mark.parametrize("inline", [False, True], ids=["ca-file", "ca-inline"])
-def test_a_recreated_cluster_restarts_the_api_clients(state, inline):
-    write_kubeconfig(state, b"first cluster's CA\n", inline)
-    run = play(state, API_CLIENT)
-    assert run.returncode == 0, run.stdout[-3000:]
-    first = pid(state)
-
-    run = play(state, API_CLIENT)
-    assert run.returncode == 0 and changed(run) == 0, run.stdout[-3000:]
-    assert pid(state) == first, "the same cluster restarted the program"
-
-    write_kubeconfig(state, b"recreated cluster's CA\n", inline)
-    run = play(state, API_CLIENT)
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert pid(state) != first, "a new cluster CA left the program on the old cluster's credentials"
-
-
-def test_the_checksum_is_defined_before_any_kubeconfig_exists(state):
-    # The roles' argument checks template every default: a missing kubeconfig must not fail them.
-    run = play(state, "- ansible.builtin.debug: {msg: 'ca={{ harness_cluster_ca_checksum }}'}\n")
-    assert run.returncode == 0, run.stdout[-3000:]
-
-
-def host_programs():
-    """Every program a role hands to process_supervisor on the host-process path, with its role."""
-    for path in sorted(ROOT.glob("roles/*/tasks/local.yml")):
-        for task in yaml.safe_load(path.read_text()) or []:
-            prog = (task.get("vars") or {}).get("process_supervisor_program")
-            if prog is None:
-                continue
-            items = task.get("loop") if isinstance(prog, str) else [prog]
-            for item in items:
-                yield path.parts[-3], item
-
-
-def test_every_host_program_that_calls_the_api_server_carries_the_ca_checksum():
-    seen = []
-    for role, prog in host_programs():
-        text = yaml.safe_dump(prog)
-        if "harness_kubeconfig" not in text:
-            continue
-        seen.append(prog["name"])
-        assert "harness_cluster_ca_checksum" in str((prog.get("environment") or {}).get("HARNESS_CLUSTER_CA_SHA1")), \
-            f"{role}: host program {prog['name']} reads the kubeconfig but a recreated cluster would not restart it"
-    assert {"prometheus-adapter", "kube-state-metrics", "cost-exporter", "pod-runner"} <= set(seen), seen
-
-
-def test_each_service_role_retires_every_host_program_it_defines():
-    """Each role's main.yml retires its host programs with a dynamic include of its own, outside the import of
-    cluster.yml: an imported file's `when` is inherited by the tasks of a role it includes, which evaluate it
-    without the including role's dependencies in scope (found by tests/real_node's former cluster_path.yml, which
+def test_each_service_role_retires_every_host_program_it_defined():
+    """Each role's main.yml retires its old host programs on the local target with a dynamic include of its own, not
+    from an imported file: an imported file's `when` is inherited by the tasks of a role it includes, which evaluate
+    it without the including role's dependencies in scope (found by tests/real_node's former cluster_path.yml, which
     included the roles as site.yml's playbooks run them: `harness_services_in_cluster is undefined`)."""
-    for role, prog in host_programs():
+    for role, programs in HOST_PROGRAMS.items():
         main = yaml.safe_load((ROOT / f"roles/{role}/tasks/main.yml").read_text())
         includes = [t for t in main if (t.get("ansible.builtin.include_role") or {}).get("tasks_from") == "retire.yml"]
         retired = [n for t in includes for n in t["vars"]["process_supervisor_retire"]]
-        assert prog["name"] in retired, f"{role}'s cluster path leaves its host program {prog['name']} running"
+        assert sorted(retired) == sorted(programs), f"{role} retires {retired}, defined {programs} before"
         for t in includes:
-            assert "harness_services_in_cluster" in t["when"], (role, t["when"])
-    for role in sorted({role for role, _ in host_programs()}):
-        cluster = (ROOT / f"roles/{role}/tasks/cluster.yml").read_text()
-        assert "retire.yml" not in cluster, f"{role}: retire.yml included from the imported cluster.yml"
+            assert t["when"] == "harness_platform == 'local'", (role, t["when"])
+    assert not list(ROOT.glob("roles/*/tasks/local.yml")), "a role has a host-process path again"
+    others = [p.relative_to(ROOT) for p in ROOT.glob("roles/*/tasks/*.yml") if "retire.yml" in p.read_text()
+              and p.parts[-3] in HOST_PROGRAMS and p.name != "main.yml"]
+    assert not others, f"retire.yml included from an imported file: {others}"

@@ -1,7 +1,7 @@
 """Structured logs: one JSON object per line on stderr.
 
-Every record carries the process role (service), and the pod and node names when the pod runner or a
-kubelet sets POD_NAME / NODE_NAME, so logs from many workers on one host can be told apart.
+Every record carries the process role (service), and the pod and node names when the pod's environment
+sets POD_NAME / NODE_NAME (the Deployments do), so logs from many workers on one node can be told apart.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def main() -> int:
     app = create_app(config)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal against the handler that was
     # installed before it started. A no-op handler there makes a clean shutdown exit 0, which is what
-    # supervisord and the pod runner count as a normal stop.
+    # the kubelet counts as a normal stop.
     signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(app, host=config.host, port=config.port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=10)

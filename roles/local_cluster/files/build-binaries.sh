@@ -207,7 +207,7 @@ build_prometheus_operator() {
 }
 build_prometheus_operator
 
-# Prometheus for the operator's pods. Debian's package (the host-process path's) is built without Kubernetes service
+# Prometheus for the operator's pods. Debian's package is built without Kubernetes service
 # discovery, which every ServiceMonitor needs, and 2.42 is below the operator's compatibility matrix (v2.45+).
 # Prometheus v3.X.Y is the Go module's v0.3XX.Y. Every discovery plugin is compiled in (v3.5 has no build tag that
 # leaves them out). Without the builtinassets tag the web UI's assets are not embedded (upstream builds them with
