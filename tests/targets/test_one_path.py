@@ -1,6 +1,6 @@
 """One deployment path: what GKE, EKS and self-managed clusters get from the service and monitoring roles is the same
-objects the local target applies to its real node (site.yml runs them there, tests/e2e checks them), apart from the documented
-per-target variables.
+objects the local target applies to its real node (site.yml runs them there, tests/e2e checks them), apart from the
+documented per-target variables.
 
 The local inventory is rendered with its real node on (local_real_node_enabled, which puts its services on the
 cluster path) and on the clouds' profile (harness_profile is an inventory variable too: the fast profile divides
