@@ -48,6 +48,15 @@ def test_role_has_a_molecule_scenario_with_idempotence_and_a_real_verify(role: P
     tasks = [t for play in verify for t in play.get("tasks", [])]
     # Task files the verify includes (molecule/<scenario>/tasks/*.yml).
     tasks += [t for f in sorted((scenario / "tasks").glob("*.yml")) for t in yaml.safe_load(f.read_text()) or []]
+    # Shared task files it includes (molecule/shared/tasks/pytest.yml runs the scenario's own tests/).
+    for t in list(_flatten(tasks)):
+        included = t.get("ansible.builtin.include_tasks")
+        if isinstance(included, str) and "{{" not in included:
+            tasks += yaml.safe_load((scenario / included).read_text()) or []
+            if included.endswith("shared/tasks/pytest.yml"):
+                tests = sorted((scenario / "tests").glob("test_*.py"))
+                assert tests and all("\ndef test_" in f.read_text() for f in tests), (
+                    f"{role.name}: verify runs {scenario / 'tests'}, which holds no test functions")
     tasks = _flatten(tasks)
     checks = [t for t in tasks if "ansible.builtin.assert" in t or "failed_when" in t or "until" in t]
     assert checks, f"{role.name}: verify.yml checks nothing"
