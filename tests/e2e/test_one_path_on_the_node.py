@@ -65,7 +65,7 @@ def inventory() -> dict[str, Any]:
     values = inventory_facts.ansible_value(
         '{"registry": harness_image_registry, "images": harness_images, "state_dir": harness_state_dir,'
         ' "webhooks": prometheus_stack_alert_webhooks | default([]) | map(attribute="url") | list}',
-        stack.INVENTORY, *stack.EXTRA_VARS)
+        stack.INVENTORY)
     plain = inventory_facts.facts(stack.INVENTORY)
     for role in ("real_node", "model_services", "queue", "cost_tracking", "prometheus_adapter"):
         values.update({key: plain.get(key, value) for key, value in k.defaults(role).items()
@@ -76,10 +76,8 @@ def inventory() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def in_cluster():
+def the_stack():
     stack.require_stack()
-    if not stack.in_cluster():
-        pytest.skip("the host-process path runs the services as host programs, not on the node")
 
 
 def _not_terminating(pods):
