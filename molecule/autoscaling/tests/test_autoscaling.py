@@ -55,12 +55,13 @@ def test_the_controller_reads_every_metric_and_holds_the_minimum_with_ready_pods
         dep = k.apps().read_namespaced_deployment(name, k.namespace())
         conds = {c.type: c.status for c in hpa.status.conditions or []}
         current = hpa.status.current_metrics or []
-        ok = (conds.get("AbleToScale") == "True" and conds.get("ScalingActive") == "True" and len(current) == len(METRIC_TYPES)
+        ok = (conds.get("AbleToScale") == "True" and conds.get("ScalingActive") == "True"
+              and len(current) == len(METRIC_TYPES)
               and dep.spec.replicas == low and (dep.status.ready_replicas or 0) == low)
         return (hpa, dep) if ok else None
 
-    hpa, _ = stack.wait_for(f"HPA {name}: able to scale, active, {len(METRIC_TYPES)} metrics read, {low} ready", at_rest,
-                            timeout=180, interval=3)
+    what = f"HPA {name}: able to scale, active, {len(METRIC_TYPES)} metrics read, {low} ready"
+    hpa, _ = stack.wait_for(what, at_rest, timeout=180, interval=3)
     external, pods = hpa.status.current_metrics[:2]
     assert external.external.current.average_value is not None
     assert pods.pods.current.average_value is not None
