@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from loadtests import inventory as inventory_facts
 from loadtests.faults import exec_in_container
@@ -107,3 +108,19 @@ def pods(selector: str, ns: str | None = None) -> list[client.V1Pod]:
 
 def ready(pod: client.V1Pod) -> bool:
     return pod.status.phase == "Running" and all(c.ready for c in pod.status.container_statuses or [])
+
+
+def replace_pod(name: str, timeout: float = 180, ns: str | None = None) -> client.V1Pod:
+    """Delete pod ``name`` and wait until its controller's replacement (same name, a new uid) is Ready."""
+    ns = ns or namespace()
+    old = core().read_namespaced_pod(name, ns).metadata.uid
+    core().delete_namespaced_pod(name, ns)
+
+    def replaced():
+        try:
+            pod = core().read_namespaced_pod(name, ns)
+        except ApiException:  # between the old pod's removal and the new one
+            return None
+        return pod if pod.metadata.uid != old and ready(pod) else None
+
+    return stack.wait_for(f"{name} back Ready as a new pod", replaced, timeout=timeout, interval=2)

@@ -98,6 +98,15 @@ def prom_value(expr: str, default: float | None = None) -> float | None:
     return float(result[0]["value"][1]) if result else default
 
 
+def gateway_ready() -> bool:
+    """Whether the gateway answers /readyz (through its relay)."""
+    try:
+        with urllib.request.urlopen(f"{url('gateway')}/readyz", timeout=5) as resp:  # noqa: S310 (loopback relay)
+            return resp.status == 200
+    except OSError:  # urllib.error.URLError included
+        return False
+
+
 def wait_for(what: str, check: Callable[[], object], timeout: float, interval: float = 1.0):
     """Poll until check() returns a truthy value; fail naming `what` and the last value seen."""
     deadline = time.monotonic() + timeout

@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 from functools import cache
 from typing import Any
 
@@ -378,14 +376,6 @@ def test_the_projects_network_policies_are_enforced_on_the_real_pods(outsider):
         "Redis is open to other namespaces")
 
 
-def _gateway_ready() -> bool:
-    try:
-        with urllib.request.urlopen(f"{stack.url('gateway')}/readyz", timeout=5) as resp:  # noqa: S310 (loopback relay)
-            return resp.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
-
-
 def test_the_checker_reads_redis_through_the_api_server_also_after_its_pod_was_replaced():
     """The load-test checker reads the queues from Redis. The Secret's URL names the Service (redis.<ns>.svc), which
     this machine can neither resolve nor route: loadtests/apiproxy.PodPortRelay forwards each connection to a Ready
@@ -402,17 +392,7 @@ def test_the_checker_reads_redis_through_the_api_server_also_after_its_pod_was_r
         assert first.redis.ping() is True
         assert set(first.depth(queues)) == set(queues)
         first.redis.close()
-        old = k.core().read_namespaced_pod("redis-0", ns).metadata.uid
-        k.core().delete_namespaced_pod("redis-0", ns)
-
-        def replaced():
-            try:
-                pod = k.core().read_namespaced_pod("redis-0", ns)
-            except ApiException:
-                return False
-            return pod.metadata.uid != old and k.ready(pod)
-
-        stack.wait_for("redis-0 back Ready as a new pod", replaced, timeout=180, interval=2)
+        k.replace_pod("redis-0")
 
         def answers():
             again = RedisQueues(with_address(url, *relay.address), "bull")
@@ -429,4 +409,4 @@ def test_the_checker_reads_redis_through_the_api_server_also_after_its_pod_was_r
         relay.stop()
     assert not [e for e in relay.errors if "no Ready pod" not in e], relay.errors
     # The rest of the stack reconnects (the tests after this one need the gateway).
-    stack.wait_for("the gateway to answer /readyz", _gateway_ready, timeout=90, interval=2)
+    stack.wait_for("the gateway to answer /readyz", stack.gateway_ready, timeout=90, interval=2)

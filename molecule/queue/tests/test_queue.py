@@ -3,7 +3,6 @@ password in a Secret generated on first run)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from tests.e2e import kube_checks as k
@@ -52,31 +51,11 @@ def test_the_namespace_enforces_the_restricted_pod_security_standard():
 def test_a_key_written_before_the_pod_is_replaced_is_read_back_from_the_volume():
     key, value = f"molecule:persisted:{uuid.uuid4().hex[:8]}", "yes"
     assert redis_cli("set", key, value, "EX", "600") == (0, "OK\n")
-    old = k.core().read_namespaced_pod(POD, k.namespace()).metadata.uid
-    k.core().delete_namespaced_pod(POD, k.namespace())
-
-    def back():
-        try:
-            pod = k.core().read_namespaced_pod(POD, k.namespace())
-        except Exception:  # between the old pod's removal and the StatefulSet's new one
-            return False
-        return pod.metadata.uid != old and k.ready(pod)
-
-    stack.wait_for("redis-0 to come back Ready as a new pod", back, timeout=120, interval=2)
+    k.replace_pod(POD, timeout=120)
     try:
         assert redis_cli("get", key) == (0, f"{value}\n")
     finally:
         redis_cli("del", key)
     # The rest of the stack reconnects: the gateway answers again (the load tests and scenarios after this need it).
-    stack.wait_for("the gateway to answer /readyz", lambda: _gateway_ready(), timeout=60, interval=2)
+    stack.wait_for("the gateway to answer /readyz", stack.gateway_ready, timeout=60, interval=2)
 
-
-def _gateway_ready() -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{stack.url('gateway')}/readyz", timeout=5) as resp:  # noqa: S310 (loopback relay)
-            return resp.status == 200
-    except OSError:
-        time.sleep(1)
-        return False
