@@ -249,8 +249,8 @@ class Injector:
     mid_job_wait_s: float = 10.0
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
-    # Whether a running pod's worker takes jobs (its model loaded): the local target asks the worker's /readyz,
-    # clusters read the pod's Ready condition (the kubelet's probe of the same endpoint).
+    # Whether a running pod's worker takes jobs (its model loaded): the worker's own /readyz through the API
+    # server's pod proxy (sources.Kube.readyz), on every target.
     worker_ready: Callable[[dict[str, Any]], bool] | None = None
     lowered: dict[str, int] = field(default_factory=dict)  # service -> original maxReplicas, until restored
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -482,7 +482,7 @@ def execute(args: argparse.Namespace) -> int:
                 {"redis": args.redis_selector, "gateway": args.gateway_selector},
             )
             injector = Injector(
-                kube, runtime, {s.name: s.queue for s in run.services}, queues, worker_ready=_worker_ready
+                kube, runtime, {s.name: s.queue for s in run.services}, queues, worker_ready=kube.readyz
             )
         time_scale = {n: h.time_scale for n, h in hpas.items()}
         if scenario.budget_services():
@@ -702,27 +702,6 @@ def execute(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else 1
 
 
-_READY_HTTP = httpx.Client(timeout=0.5)
-
-
-def _local_readyz(url: str) -> bool:
-    """A worker's /readyz, only on this machine (a pod's harness.local/metrics-url annotation, which the retired
-    host-process path wrote for its worker processes; the workers' pods have none and are judged by their Ready
-    condition): never another address."""
-    if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
-        return False
-    return _READY_HTTP.get(url).status_code == 200
-
-
-def _worker_ready(pod: dict[str, Any]) -> bool:
-    """Whether a pod's worker takes jobs: its own /readyz where the pod names it, else the Ready condition."""
-    url = (pod.get("metadata", {}).get("annotations") or {}).get("harness.local/metrics-url")
-    if url:
-        return _local_readyz(url.rsplit("/", 1)[0] + "/readyz")
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def _probe(run: Run, kube: Kube, queues: RedisQueues | None, hpas: dict[str, Any]) -> ReactionProbe | None:
     """The reaction timeline's poller: Redis, the external metrics API, the pods and their workers' /readyz."""
     if queues is None:
@@ -736,7 +715,7 @@ def _probe(run: Run, kube: Kube, queues: RedisQueues | None, hpas: dict[str, Any
         queues.depth,
         lambda svc: kube.external_metric(*metric[svc]),
         kube.pods,
-        _local_readyz,
+        kube.readyz,
     )
 
 

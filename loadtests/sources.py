@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from loadtests.timeline import readyz_port
+
 TIME_SCALE_ANNOTATION = "harness.local/time-scale"
 
 
@@ -140,6 +142,29 @@ class Kube:
 
     def delete_pod(self, name: str) -> None:
         self.core.delete_namespaced_pod(name, self.namespace, _request_timeout=10)
+
+    def readyz(self, pod: dict[str, Any]) -> bool:
+        """Whether a pod's worker answers 200 on its own /readyz, asked through the API server's pod proxy
+        (``pods/<name>:<port>/proxy/readyz``, the kubeconfig only, on every target) at the worker's port
+        (``readyz_port``): the moment the model is loaded, not the kubelet's next probe (up to periodSeconds
+        later). 503 (loading, or a job it cannot take) is False; an unanswered request raises SourceError."""
+        from kubernetes.client.exceptions import ApiException
+
+        meta = pod.get("metadata") or {}
+        port = readyz_port(pod)
+        if port is None:
+            raise SourceError(f"pod {meta.get('name')} has no container port to ask /readyz on")
+        try:
+            self.core.connect_get_namespaced_pod_proxy_with_path(
+                f"{meta['name']}:{port}", meta.get("namespace") or self.namespace, "readyz", _request_timeout=2
+            )
+        except ApiException as exc:
+            if exc.status == 503:
+                return False
+            raise SourceError(f"/readyz of pod {meta.get('name')}: {_reason(exc)}") from exc
+        except Exception as exc:
+            raise SourceError(f"/readyz of pod {meta.get('name')}: {_reason(exc)}") from exc
+        return True
 
     def hpa_max(self, service: str) -> int:
         return int(self.hpa(service).max_replicas)

@@ -10,9 +10,10 @@
                              SuccessfulRescale event's message gives the size and the reason)
     5 pod_scheduled          the first new pod's PodScheduled condition (lastTransitionTime)
     6 container_started      its containerStatuses[].state.running.startedAt
-    7 worker_ready           the worker's own readiness: its /readyz first answering 200 (polled where the
-                             pod names its endpoint, the local target), else the pod's Ready condition, which
-                             the kubelet sets from the same /readyz
+    7 worker_ready           the worker's own readiness: its /readyz first answering 200, polled through the
+                             API server's pod proxy (every target, the kubeconfig only); where that never
+                             answered, the pod's Ready condition, which the kubelet sets from the same /readyz
+                             (up to the probe's periodSeconds later)
     8 first_job_finished     the job ledger: the earliest finishedOn of a job whose result names that pod
 
 The threshold is the depth at which the HPA must scale up from its minimum: min x queue depth per pod x (1 +
@@ -114,13 +115,25 @@ def pod_record(pod: dict[str, Any]) -> dict[str, Any]:
         "scheduled": cond("PodScheduled"),
         "started": started,
         "ready": cond("Ready"),
-        "metrics_url": (meta.get("annotations") or {}).get("harness.local/metrics-url"),
+        "readyz_port": readyz_port(pod),
     }
+
+
+def readyz_port(pod: dict[str, Any]) -> str | int | None:
+    """The worker container's port for /readyz: the one named ``metrics`` (roles/model_services), else the first
+    port of the first container (the worker), else None."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    ports = [p for c in containers[:1] for p in c.get("ports") or []]
+    for p in ports:
+        if p.get("name") == "metrics":
+            return "metrics"
+    return ports[0].get("containerPort") if ports else None
 
 
 class ReactionProbe:
     """Polls, every ``interval_s`` until stopped: each queue's depth in Redis, each service's external metric,
-    its pods, and the /readyz of new pods that name their endpoint. Reads that fail are counted, not fatal."""
+    its pods, and the /readyz of its new pods (``readyz(pod)``, through the API server). Reads that fail are
+    counted, not fatal."""
 
     def __init__(
         self,
@@ -128,7 +141,7 @@ class ReactionProbe:
         depth: Callable[[list[str]], dict[str, float]],
         external: Callable[[str], tuple[float | None, float | None]],  # service -> (value, item time)
         pods: Callable[[str], list[dict[str, Any]]],
-        readyz: Callable[[str], bool],
+        readyz: Callable[[dict[str, Any]], bool],  # a pod (as listed) -> its worker's /readyz answered 200
         interval_s: float = 0.5,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -188,13 +201,13 @@ class ReactionProbe:
                 created = rec.get("created")
                 if (
                     rec["readyz_at"] is None
-                    and rec.get("metrics_url")
+                    and rec.get("readyz_port") is not None
+                    and rec.get("started") is not None
                     and created is not None
                     and created >= self.started_at - 1
                 ):
-                    url = rec["metrics_url"].rsplit("/", 1)[0] + "/readyz"
                     try:
-                        if self._readyz(url):
+                        if self._readyz(pod):
                             rec["readyz_at"] = round(self.clock(), 3)
                     except Exception as exc:
                         self._err("readyz", exc)
@@ -363,8 +376,8 @@ def extract(
     }
 
     def ready_at(p: dict[str, Any]) -> tuple[float | None, str]:
-        if p.get("metrics_url"):
-            return p.get("readyz_at"), SOURCES["worker_ready"]
+        if p.get("readyz_at") is not None:
+            return p["readyz_at"], SOURCES["worker_ready"]
         return p.get("ready"), READYZ_FALLBACK_SOURCE
 
     ranked = sorted(new.items(), key=lambda kv: (ready_at(kv[1])[0] is None, ready_at(kv[1])[0] or 0, kv[0]))
@@ -377,7 +390,8 @@ def extract(
         add(_hop("pod_scheduled", pod.get("scheduled"), 1.0, f"pod {pod_name}"))
         add(_hop("container_started", pod.get("started"), 1.0, f"pod {pod_name}"))
         t7, source7 = ready_at(pod)
-        add(_hop("worker_ready", t7, interval * 2 if pod.get("metrics_url") else 1.0, f"pod {pod_name}", source7))
+        by_readyz = source7 == SOURCES["worker_ready"]
+        add(_hop("worker_ready", t7, interval * 2 if by_readyz else 1.0, f"pod {pod_name}", source7))
         finished = sorted(
             j["finished_at"] for j in jobs if j.get("worker") == pod_name and j.get("finished_at") is not None
         )

@@ -30,13 +30,11 @@ def load(name: str):
     return json.loads((DATA / name).read_text())
 
 
-def worker_pod(name: str, created: float, scheduled: float, started: float, ready: float, url: bool = True) -> dict:
+def worker_pod(name: str, created: float, scheduled: float, started: float, ready: float) -> dict:
     """The captured pod, renamed and moved in time (what the API server answers for a new replica)."""
     pod = copy.deepcopy(load("pod.json"))
     pod["metadata"]["name"] = name
     pod["metadata"]["creationTimestamp"] = iso(created)
-    if not url:
-        pod["metadata"]["annotations"].pop("harness.local/metrics-url")
     for c in pod["status"]["conditions"]:
         c["lastTransitionTime"] = iso(scheduled if c["type"] == "PodScheduled" else ready)
     pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"] = iso(started)
@@ -51,11 +49,13 @@ class Clock:
         return self.t
 
 
-def probe_run(new_pod_url: bool = True) -> dict:
+def probe_run(readyz_answers: bool = True) -> dict:
     """A scripted scale-up read by the real probe every 0.5 s from T0 - 2 to T0 + 20:
     Redis depth passes 11 at +3.0 (12), the external metric at +5.0 (stamped +4), the HPA scales at +6,
-    a new pod is created at +6, scheduled +6, started +7 (kwok: Ready at once), its /readyz answers from +9.5.
-    The API reads (external metric, pods, /readyz) come every second poll, at whole seconds here."""
+    a new pod is created at +6, scheduled +6, started +7, its /readyz (through the API server's pod proxy)
+    answers 200 from +9.5, its Ready condition (the kubelet's next probe) is stamped +12.
+    The API reads (external metric, pods, /readyz) come every second poll, at whole seconds here.
+    ``readyz_answers=False``: the pod proxy never answers (a cluster that forbids pods/proxy)."""
     clock = Clock(T0 - 2)
     old = load("pod.json")
     old_created = old["metadata"]["creationTimestamp"]
@@ -77,11 +77,16 @@ def probe_run(new_pod_url: bool = True) -> dict:
         rel = clock.t - T0
         listed = [old]
         if service == "stt" and rel >= 6.2:
-            listed.append(worker_pod("stt-8d4f6bc86-new01", T0 + 6, T0 + 6, T0 + 7, T0 + 7, url=new_pod_url))
+            listed.append(worker_pod("stt-8d4f6bc86-new01", T0 + 6, T0 + 6, T0 + 7, T0 + 12))
         return listed
 
-    def readyz(url):
-        assert url.endswith("/readyz") and url.startswith("http://127.0.0.1:")
+    asked = []
+
+    def readyz(pod):
+        asked.append(pod["metadata"]["name"])
+        assert timeline.readyz_port(pod) == "metrics"  # the worker's port, by name (roles/model_services)
+        if not readyz_answers:
+            raise RuntimeError("HTTP 403 Forbidden")
         return clock.t - T0 >= 9.5
 
     probe = ReactionProbe({"stt": "stt", "tts": "tts"}, depth, external, pods, readyz, 0.5, clock)
@@ -91,6 +96,7 @@ def probe_run(new_pod_url: bool = True) -> dict:
         clock.t += 0.5
         i += 1
     assert old_created < iso(T0)  # the captured pod predates the run and must not count as new
+    assert set(asked) == {"stt-8d4f6bc86-new01"}  # only pods created in the run are asked
     return probe.record()
 
 
@@ -148,7 +154,7 @@ def test_pod_record_parses_a_real_pod():
     rec = pod_record(pod)
     assert rec["created"] == timeline.parse_time(pod["metadata"]["creationTimestamp"])
     assert rec["scheduled"] is not None and rec["started"] is not None and rec["ready"] is not None
-    assert rec["metrics_url"].startswith("http://127.0.0.1:")
+    assert rec["readyz_port"] == "metrics"
     assert timeline.parse_time("2026-12-02T01:13:05Z") == pytest.approx(1796173985.0)
     assert timeline.parse_time("2026-12-02T01:13:05.250000Z") == pytest.approx(1796173985.25)
 
@@ -183,12 +189,24 @@ def test_every_hop_is_timed_from_its_own_source():
     assert record["errors"] == {}
 
 
-def test_without_a_readiness_endpoint_the_pod_ready_condition_is_used():
-    record = probe_run(new_pod_url=False)
+def test_where_the_pod_proxy_never_answers_the_pod_ready_condition_is_used():
+    record = probe_run(readyz_answers=False)
+    assert record["errors"]["readyz"] > 0 and "403" in record["last_error"]["readyz"]
     tl = extract("stt", LIMIT, 2, T0, record, sampler_rows(), prometheus(), JOBS, events(), scrape_interval_s=2.0)
     ready = next(h for h in tl["hops"] if h["hop"] == "worker_ready")
     assert ready["source"] == timeline.READYZ_FALLBACK_SOURCE
-    assert ready["since_load_start_s"] == 7.0
+    assert ready["since_load_start_s"] == 12.0
+
+
+def test_readyz_port_is_the_workers_named_port():
+    pod = load("pod.json")
+    assert timeline.readyz_port(pod) == "metrics"
+    bare = copy.deepcopy(pod)
+    bare["spec"]["containers"][0]["ports"] = [{"containerPort": 8080}]
+    assert timeline.readyz_port(bare) == 8080
+    bare["spec"]["containers"][0].pop("ports")
+    assert timeline.readyz_port(bare) is None
+    assert pod_record(bare)["readyz_port"] is None
 
 
 def test_no_scale_up_leaves_the_later_hops_missing_with_the_reason():
