@@ -30,6 +30,7 @@ class SttEngine(Engine):
         self.config = config
         self.blobs = blobs
         self.max_batch = config.batch_size
+        self.batch_wait_s = config.batch_wait_ms / 1000
         self.transcriber = WhisperTranscriber(config)
 
     def load(self) -> None:

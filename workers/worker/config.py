@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from workers.core.common import ENGINES, Identity, MetricsEndpoint, QueuePolicy
 from workers.core.env import ConfigError, Settings
+from workers.mt.config import MtConfig
 from workers.stt.config import SttConfig
 from workers.tts.config import TtsConfig
 
-DEFAULT_METRICS_PORTS = {"stt": 9101, "tts": 9102}
+DEFAULT_METRICS_PORTS = {"stt": 9101, "tts": 9102, "mt": 9103}
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class WorkerConfig:
     busy_window_s: float
     stt: SttConfig | None
     tts: TtsConfig | None
+    mt: MtConfig | None = None
 
     @classmethod
     def from_settings(cls, s: Settings, service_arg: str | None = None) -> WorkerConfig:
@@ -38,4 +40,5 @@ class WorkerConfig:
             busy_window_s=s.number("BUSY_WINDOW_S", 30.0, 1.0, 3600.0),
             stt=SttConfig.from_settings(s) if service == "stt" else None,
             tts=TtsConfig.from_settings(s) if service == "tts" else None,
+            mt=MtConfig.from_settings(s) if service == "mt" else None,
         )

@@ -1,4 +1,4 @@
-"""What a worker needs from a model service (stt, tts): fetch inputs, run a batch, store outputs."""
+"""What a worker needs from a model service (stt, tts, mt): fetch inputs, run a batch, store outputs."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from bullmq import Job
 class Engine(ABC):
     service: str
     max_batch: int = 1
+    batch_wait_s: float = 0.0  # how long a batch that is not full waits for more jobs
 
     @abstractmethod
     def load(self) -> None:

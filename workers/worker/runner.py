@@ -153,8 +153,7 @@ class WorkerProcess:
             log.info("model loaded", extra={"seconds": round(time.time() - t0, 2), **self.engine.describe()})
             if self.stopping:
                 return 0
-            wait_s = (self.config.stt.batch_wait_ms / 1000) if self.config.stt else 0.0
-            self.batcher = Batcher(self.engine.run_batch, self.engine.max_batch, wait_s, self.busy,
+            self.batcher = Batcher(self.engine.run_batch, self.engine.max_batch, self.engine.batch_wait_s, self.busy,
                                    on_batch=self.metrics.batch_size.labels(self.config.service).observe)
             self.batcher.start()
             opts = worker_options(self.config.policy, self.engine.max_batch, self.worker_name)

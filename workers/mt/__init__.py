@@ -1,0 +1,1 @@
+"""Machine translation (the ``mt`` service): Marian models on CTranslate2, tokenized with SentencePiece."""
