@@ -21,6 +21,9 @@ LIMITS = {
     "GATEWAY_MAX_TEXT_CHARS": "200",
     "GATEWAY_RATE_LIMIT_PER_S": "1000",
     "GATEWAY_RATE_LIMIT_BURST": "1000",
+    "GATEWAY_MAX_SEGMENTS": "3",
+    "QUEUES": "stt,tts,mt",
+    "MT_TARGET_LANGUAGES": "de,fr",
 }
 
 
@@ -107,6 +110,20 @@ CASES = [
     Case("unknown language", "POST", "/v1/jobs/stt", 422, "invalid_request", ("'klingon'", "language"),
          request=lambda a: {"data": {"language": "klingon"},
                             "files": {"file": ("s.wav", a.wav, "audio/wav")}}),
+    Case("mt: unknown target language", "POST", "/v1/jobs/mt", 422, "unknown_language", ("'xx'", "de", "fr"),
+         request=lambda a: {"json": {"text": "hello", "target_language": "xx"}}),
+    Case("mt: no target language", "POST", "/v1/jobs/mt", 422, "invalid_request", ("'target_language'", "required"),
+         request=lambda a: {"json": {"text": "hello"}}),
+    Case("mt: both text and segments", "POST", "/v1/jobs/mt", 422, "invalid_request", ("exactly one", "'segments'"),
+         request=lambda a: {"json": {"text": "hello", "segments": ["hi"], "target_language": "de"}}),
+    Case("mt: segments not strings", "POST", "/v1/jobs/mt", 422, "invalid_request", ("'segments.1'", "string"),
+         request=lambda a: {"json": {"segments": ["hi", 7], "target_language": "de"}}),
+    Case("mt: too many segments", "POST", "/v1/jobs/mt", 422, "invalid_request", ("4 entries", "1 to 3"),
+         request=lambda a: {"json": {"segments": ["a", "b", "c", "d"], "target_language": "de"}}),
+    Case("mt: an empty segment", "POST", "/v1/jobs/mt", 422, "empty_text", ("[1]", "empty"),
+         request=lambda a: {"json": {"segments": ["a", " "], "target_language": "de"}}),
+    Case("mt: a segment over the length limit", "POST", "/v1/jobs/mt", 422, "text_too_long", ("[0]", "200"),
+         request=lambda a: {"json": {"segments": ["a" * 201], "target_language": "de"}}),
     Case("unknown job id", "GET", "/v1/jobs/stt-00000000000000000000000000000000", 404, "job_not_found",
          ("'stt-00000000000000000000000000000000'",)),
 ]

@@ -252,3 +252,26 @@ def test_a_tts_submission_while_redis_is_down_is_503_within_the_queue_timeout(ga
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "queue_unavailable"
     assert elapsed < 10, f"answered after {elapsed:.1f} s"
+
+
+def test_mt_job_is_queued_with_its_segments_and_target(gateway, redis_url: str, prefix: str) -> None:
+    import asyncio
+
+    client, key, _ = gateway
+    response = client.post("/v1/jobs/mt", json={"segments": ["Hello.", "How are you?"], "target_language": "fr"},
+                           headers={"X-API-Key": key})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    assert job_id.startswith("mt-") and response.json()["service"] == "mt"
+
+    async def read():
+        queue = Queue("mt", {"connection": redis_url, "prefix": prefix})
+        try:
+            return await Job.fromId(queue, job_id)
+        finally:
+            await queue.close()
+
+    job = asyncio.run(read())
+    assert job.data["segments"] == ["Hello.", "How are you?"] and job.data["target_language"] == "fr"
+    one = client.post("/v1/jobs/mt", json={"text": "Hi.", "target_language": "de"}, headers={"X-API-Key": key})
+    assert one.status_code == 202

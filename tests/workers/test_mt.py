@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 from bullmq import UnrecoverableError
 from marian_model import build_random_marian, convert
+from workers_testlib import start_worker
 
 from workers.core.env import ConfigError, Settings
 from workers.mt.config import MtConfig
@@ -171,3 +172,40 @@ def test_the_engine_round_trip_and_its_record(models) -> None:
     assert records[0]["model"] == "ct2" and records[0]["tokens_in"] > 0
     assert [engine.audio_seconds(i, o) for i, o in zip(items, outputs, strict=True)] == [12.5, 0.0]
     assert engine.max_batch == 4 and engine.batch_wait_s == pytest.approx(0.01)
+
+
+@pytest.mark.slow
+def test_jobs_through_the_gateway_and_a_worker_process(models, redis_url: str, tmp_path: Path) -> None:
+    """The real path: the gateway queues mt jobs in BullMQ on a real Redis, a worker process (python -m
+    workers.worker --service mt) batches and translates them, the gateway serves the results."""
+    import time
+
+    from fastapi.testclient import TestClient
+    from prometheus_client import CollectorRegistry
+    from test_roundtrip import metric, wait_done
+
+    from workers.gateway.app import create_app
+    from workers.gateway.config import GatewayConfig
+
+    env = {"REDIS_URL": redis_url, "QUEUE_PREFIX": "mt" + uuid.uuid4().hex[:8], "QUEUES": "mt"}
+    worker, port = start_worker(tmp_path, "mt", "mt", {**env, "MT_MODEL": str(models.ct2), "MT_BATCH_SIZE": "8",
+                                                       "MT_BATCH_WAIT_MS": "200", "MT_COMPUTE_TYPE": "float32"})
+    try:
+        config = GatewayConfig.from_settings(Settings({**env, "GATEWAY_STATE_DIR": str(tmp_path / "gw"),
+                                                       "MT_TARGET_LANGUAGES": "de"}))
+        with TestClient(create_app(config, CollectorRegistry())) as client:
+            headers = {"X-API-Key": config.api_key_file.read_text().strip()}
+            t0 = time.monotonic()
+            ids = [client.post("/v1/jobs/mt", json={"segments": TEXTS[i:i + 2], "target_language": "de"},
+                               headers=headers).json()["id"] for i in range(3)]
+            done = wait_done(client, ids, headers, 60)
+        assert [d["status"] for d in done] == ["completed"] * 3, done
+        alone = loaded(models.ct2)
+        for i, d in enumerate(done):
+            assert d["result"]["segments"] == alone.translate([alone.tokenize(TEXTS[i:i + 2], "de")])[0].segments
+            assert d["timings"]["processing_s"] > 0
+        assert time.monotonic() - t0 < 60
+        assert metric(port, "model_worker_jobs_total", service="mt", status="completed") == 3
+        assert metric(port, "model_worker_batch_size_count", service="mt") < 3  # batched across jobs
+    finally:
+        worker.stop()

@@ -28,12 +28,15 @@ from workers.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from workers.gateway.ratelimit import RedisTokenBuckets, TokenBuckets
 from workers.gateway.schemas import (
     ERROR_RESPONSES,
+    MT_BODY_SCHEMA,
     STT_UPLOAD_SCHEMA,
     TTS_BODY_SCHEMA,
     JobAccepted,
     JobStatus,
+    MtRequest,
     TtsRequest,
 )
+from workers.mt.config import LANGUAGE
 from workers.queueing.jobs import new_job_id
 
 log = logging.getLogger(__name__)
@@ -182,6 +185,43 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
         await backend(request).submit("tts", job_id, {"text": text, "voice": body.voice, "owner": key.key_id})
         metrics.submitted.labels("tts").inc()
         return accepted(job_id, "tts")
+
+    @app.post("/v1/jobs/mt", status_code=202, response_model=JobAccepted, responses=ERROR_RESPONSES,
+              openapi_extra={"requestBody": MT_BODY_SCHEMA}, summary="Submit text for translation")
+    async def submit_mt(request: Request, key: Key) -> JSONResponse:
+        if "mt" not in config.queues:
+            raise ApiError(404, "unknown_service", f"service 'mt' is not configured; services: {services}")
+        raw = await request.body()
+        try:
+            body = MtRequest.model_validate_json(raw or b"null")
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        if (body.segments is None) == (body.text is None):
+            raise ApiError(422, "invalid_request", "send exactly one of 'segments' (a list of strings) and 'text'")
+        segments = body.segments if body.segments is not None else [body.text or ""]
+        if not segments or len(segments) > config.max_segments:
+            raise ApiError(422, "invalid_request", f"'segments' has {len(segments)} entries; send 1 to "
+                           f"{config.max_segments}")
+        empty = [i for i, s in enumerate(segments) if not s.strip()]
+        if empty:
+            raise ApiError(422, "empty_text", f"segment(s) {empty[:5]} are empty")
+        long = [i for i, s in enumerate(segments) if len(s) > config.max_text_chars]
+        if long:
+            raise ApiError(422, "text_too_long", f"segment(s) {long[:5]} are over {config.max_text_chars} "
+                           "characters")
+        target = body.target_language
+        known = config.mt_target_languages
+        if (known and target not in known) or not LANGUAGE.match(target):
+            allowed = list(known) if known else "a language code such as 'de'"
+            raise ApiError(422, "unknown_language", f"target_language {target[:20]!r} is not available; "
+                           f"allowed: {allowed}")
+        job_id = new_job_id("mt")
+        data = {"segments": segments, "target_language": target, "owner": key.key_id}
+        if body.source_language is not None:
+            data["source_language"] = body.source_language
+        await backend(request).submit("mt", job_id, data)
+        metrics.submitted.labels("mt").inc()
+        return accepted(job_id, "mt")
 
     @app.post("/v1/jobs/{service}", responses=ERROR_RESPONSES, include_in_schema=False)
     async def submit_unknown(service: str, key: Key) -> None:

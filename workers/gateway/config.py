@@ -16,6 +16,16 @@ def _default_state_dir() -> str:
     return str(Path(base) / "model-gateway")
 
 
+def _languages(s: Settings) -> tuple[str, ...]:
+    from workers.mt.config import LANGUAGE
+
+    raw = s.text("MT_TARGET_LANGUAGES", "")
+    langs = tuple(x.strip() for x in raw.split(",") if x.strip())
+    if any(not LANGUAGE.match(x) for x in langs):
+        raise ConfigError("MT_TARGET_LANGUAGES", raw, "a comma-separated list of language codes such as 'de,fr'")
+    return langs
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     host: str
@@ -32,6 +42,10 @@ class GatewayConfig:
     rate_per_s: float
     rate_burst: int
     voices: tuple[str, ...]
+    # The mt service's target languages (its MT_TARGET_LANGUAGES, passed to the gateway too); empty: any
+    # language code is taken and the worker refuses one its model lacks.
+    mt_target_languages: tuple[str, ...] = ()
+    max_segments: int = 256
     key_store: str = "redis"  # redis: keys and rate limits shared by all replicas; file: this process only
     # How long a submission waits for BullMQ's add before answering 503 (BullMQ waits for Redis to come back).
     queue_timeout_s: float = 5.0
@@ -64,6 +78,8 @@ class GatewayConfig:
             rate_per_s=s.number("GATEWAY_RATE_LIMIT_PER_S", 20.0, 0.01, 1e6),
             rate_burst=s.integer("GATEWAY_RATE_LIMIT_BURST", 40, 1, 10**7),
             voices=tuple(s.name_list("TTS_VOICES", "default")),
+            mt_target_languages=_languages(s),
+            max_segments=s.integer("GATEWAY_MAX_SEGMENTS", 256, 1, 100_000),
             key_store=s.choice("GATEWAY_KEY_STORE", "redis", ("redis", "file")),
             queue_timeout_s=s.number("GATEWAY_QUEUE_TIMEOUT_S", 5.0, 0.1, 300.0),
         )

@@ -14,6 +14,17 @@ class TtsRequest(BaseModel):
     voice: StrictStr = "default"
 
 
+class MtRequest(BaseModel):
+    """Text to translate: ``segments`` (the STT segments of a dubbing job, say) or one ``text``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    segments: list[StrictStr] | None = None
+    text: StrictStr | None = None
+    target_language: StrictStr
+    source_language: StrictStr | None = None
+
+
 class JobAccepted(BaseModel):
     id: str
     service: str
@@ -61,6 +72,11 @@ STT_UPLOAD_SCHEMA: dict[str, Any] = {
 TTS_BODY_SCHEMA: dict[str, Any] = {
     "required": True,
     "content": {"application/json": {"schema": TtsRequest.model_json_schema()}},
+}
+
+MT_BODY_SCHEMA: dict[str, Any] = {
+    "required": True,
+    "content": {"application/json": {"schema": MtRequest.model_json_schema()}},
 }
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
