@@ -32,7 +32,7 @@ def words(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
 
 
-@pytest.mark.parametrize("name", ["gateway", "stt-worker", "tts-worker", "queue-exporter", "gpu-exporter",
+@pytest.mark.parametrize("name", ["gateway", "stt-worker", "tts-worker", "mt-worker", "queue-exporter", "gpu-exporter",
                                   "cost-exporter", "redis", "prometheus", "alertmanager", "prometheus-adapter",
                                   "kube-state-metrics", "coredns", "metrics-server", "prometheus-operator"])
 def test_image_is_non_root_labelled_and_carries_no_secret(images: dict[str, str], name: str) -> None:
@@ -151,7 +151,7 @@ def serving(images: dict[str, str], redis_container: str, tmp_path_factory: pyte
     tmp = tmp_path_factory.mktemp("serving")
     state = writable_dir(tmp, "gateway")
     prefix = "img" + uuid.uuid4().hex[:8]
-    common = {"REDIS_URL": redis_container, "QUEUE_PREFIX": prefix, "QUEUES": "stt,tts"}
+    common = {"REDIS_URL": redis_container, "QUEUE_PREFIX": prefix, "QUEUES": "stt,tts,mt"}
     gw_port, stt_port, tts_port = free_port(), free_port(), free_port()
     started = []
     try:
@@ -170,7 +170,7 @@ def serving(images: dict[str, str], redis_container: str, tmp_path_factory: pyte
                      f"{what} worker /readyz (model loaded)", c.logs)
         key = wait_for(lambda: (state / "first-api-key").is_file() and (state / "first-api-key").read_text().strip(),
                        10, "the gateway's first API key", gw.logs)
-        yield {"url": f"http://127.0.0.1:{gw_port}", "headers": {"X-API-Key": key},
+        yield {"url": f"http://127.0.0.1:{gw_port}", "headers": {"X-API-Key": key}, "prefix": prefix,
                "stt": stt, "tts": tts, "gateway": gw}
     finally:
         for c in started:
@@ -260,4 +260,36 @@ def test_coqui_image_loads_a_mounted_model(tmp_path: Path, start, redis_containe
     wait_for(lambda: http(f"http://127.0.0.1:{port}/readyz")[0] == 200, 300, "coqui worker /readyz (model loaded)",
              c.logs)
     info = inspect(f"localhost/gpu-serving-harness/tts-coqui-worker:{tag}")
+    assert info["Config"]["User"].split(":")[0] not in ("0", "root")
+
+
+def test_mt_image_translates_with_a_mounted_model(images: dict[str, str], serving: dict, start, tmp_path: Path,
+                                                  redis_container: str) -> None:
+    """The mt-worker image with a Marian model (random weights, built and converted here) mounted read-only,
+    fed through the gateway image: the translation equals the same code's in the virtualenv."""
+    from workers.core.env import Settings
+    from workers.mt.config import MtConfig
+    from workers.mt.marian import MarianTranslator
+    from workers.mt.random_model import main as build_model
+
+    model = tmp_path / "mt"
+    assert build_model([str(model)]) == 0
+    port = free_port()
+    prefix = serving["prefix"]
+    c = start(images["mt-worker"], env={"METRICS_PORT": str(port), "REDIS_URL": redis_container,
+                                        "QUEUE_PREFIX": prefix, "MT_COMPUTE_TYPE": "float32"},
+              volumes=[f"{model}:/models/mt:ro"])
+    wait_for(lambda: http(f"http://127.0.0.1:{port}/readyz")[0] == 200, 120, "mt worker /readyz (model loaded)",
+             c.logs)
+    segments = ["hello world", "the train leaves at seven o'clock"]
+    status, resp = http(f"{serving['url']}/v1/jobs/mt", data=json.dumps({"segments": segments,
+                                                                         "target_language": "de"}).encode(),
+                        headers={**serving["headers"], "Content-Type": "application/json"})
+    assert status == 202, resp
+    job = wait_job(serving, json.loads(resp)["id"], 60)
+    assert job["status"] == "completed", (job, c.logs()[-2000:])
+    local = MarianTranslator(MtConfig.from_settings(Settings({"MT_MODEL": str(model), "MT_COMPUTE_TYPE": "float32"})))
+    local.load()
+    assert job["result"]["segments"] == local.translate([local.tokenize(segments, "de")])[0].segments
+    info = inspect(images["mt-worker"])
     assert info["Config"]["User"].split(":")[0] not in ("0", "root")

@@ -13,12 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 from bullmq import UnrecoverableError
-from marian_model import build_random_marian, convert
 from workers_testlib import start_worker
 
 from workers.core.env import ConfigError, Settings
 from workers.mt.config import MtConfig
 from workers.mt.marian import MarianTranslator
+from workers.mt.random_model import build_random_marian, convert
 from workers.mt.service import MtEngine
 
 TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "please call me back",
