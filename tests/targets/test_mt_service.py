@@ -1,0 +1,81 @@
+"""Enabling the mt service is data: the service table entry, a model volume per target, and the same manifests
+(rendered as the roles render them, tests/targets/render.yml). Expectations come from the seed platform's table
+(shared DESIGN: mt 2-6 replicas, 10 jobs per pod) and the inventory, not from the rendering itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import REPO, ansible_playbook
+
+SERVICES = yaml.safe_load((REPO / "roles/harness/defaults/main.yml").read_text())["harness_services"]
+PVC = {"persistentVolumeClaim": {"claimName": "mt-model", "readOnly": True}}
+
+
+def enabled_mt() -> list[dict]:
+    return [{**s, "enabled": True} if s["name"] == "mt" else s for s in SERVICES]
+
+
+def render(tmp_path, target: str, **extra) -> tuple[int, dict | None, str]:
+    r = ansible_playbook("-i", f"inventories/{target}", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
+                         "-e", json.dumps({"harness_services": enabled_mt(), **extra}))
+    out = json.loads((tmp_path / "controller.json").read_text()) if r.returncode == 0 else None
+    return r.returncode, out, r.stdout + r.stderr
+
+
+def obj(rendering: dict, kind: str, name: str) -> dict:
+    found = [o for o in rendering["objects"] if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, (kind, name, len(found))
+    return found[0]
+
+
+@pytest.mark.parametrize("target", ["gke", "eks", "self_managed"])
+def test_enabling_mt_deploys_it_with_its_model_volume_and_policy(tmp_path, target):
+    rc, r, log = render(tmp_path, target, harness_model_volumes={"mt": PVC})
+    assert rc == 0, log[-3000:]
+    spec = obj(r, "Deployment", "mt")["spec"]
+    pod = spec["template"]["spec"]
+    worker = pod["containers"][0]
+    assert worker["command"] == ["python", "-m", "workers.worker", "--service", "mt"]
+    assert worker["image"].rsplit("/", 1)[-1].startswith("mt-worker")
+    assert {"name": "model", "mountPath": "/models/mt", "readOnly": True} in worker["volumeMounts"]
+    assert {"name": "model", **PVC} in pod["volumes"]
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert env["MT_MODEL"] == "/models/mt" and env["MT_TARGET_LANGUAGES"] == "de"
+    assert env["MT_DEVICE"] == "cuda"  # GPU nodes on every cloud target
+    assert spec["replicas"] == 2
+    hpa = obj(r, "HorizontalPodAutoscaler", "mt")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    external = [m["external"] for m in hpa["metrics"] if m["type"] == "External"]
+    assert external and external[0]["target"]["averageValue"] in ("10", 10)
+    assert external[0]["metric"]["selector"]["matchLabels"]["queue_name"] == "mt"
+    gateway = obj(r, "Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "MT_TARGET_LANGUAGES", "value": "de"} in gateway["env"]
+    queues = next(e["value"] for e in gateway["env"] if e["name"] == "QUEUES")
+    assert "mt" in queues.split(",") or "mt:mt" in queues.split(",")
+    for kind in ("Service", "PodDisruptionBudget", "NetworkPolicy"):
+        obj(r, kind, "mt-metrics" if kind == "Service" else "mt")
+
+
+def test_the_local_inventory_mounts_its_demo_model_from_the_state_dir(tmp_path):
+    rc, r, log = render(tmp_path, "local")
+    assert rc == 0, log[-3000:]
+    pod = obj(r, "Deployment", "mt")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "model")
+    assert volume["hostPath"]["type"] == "Directory"
+    assert volume["hostPath"]["path"].endswith("/models/mt")
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["MT_DEVICE"] == "cpu" and env["MT_COMPUTE_TYPE"] == "int8"
+
+
+@pytest.mark.parametrize("volumes, named", [
+    ({}, "mt"),
+    ({"mt": "mt-model"}, "mt"),
+])
+def test_mt_without_a_model_volume_is_refused_before_anything_is_applied(tmp_path, volumes, named):
+    rc, _, log = render(tmp_path, "gke", harness_model_volumes=volumes)
+    assert rc != 0
+    assert f"service(s) {named} mount a model" in log and "harness_model_volumes" in log
+    assert "persistentVolumeClaim" in log  # what is allowed
