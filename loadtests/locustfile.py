@@ -53,7 +53,9 @@ LEDGER_PATH = Path(
     os.environ.get("LOADTEST_LEDGER")
     or STATE_DIR / "loadtests" / f"interactive-{time.strftime('%Y%m%dT%H%M%S')}" / "jobs.jsonl"
 )
-JOB_ID = re.compile(r"^(stt|tts)-[0-9a-f]{32}$")
+JOB_ID = re.compile(r"^(stt|tts|mt)-[0-9a-f]{32}$")
+# The mt users' target language: one the inventory's mt service translates to (its MT_TARGET_LANGUAGES).
+MT_TARGET = os.environ.get("LOADTEST_MT_TARGET_LANGUAGE", "de")
 
 _ledger: LedgerWriter | None = None
 _api_key: str | None = None
@@ -216,10 +218,34 @@ class TtsUser(GatewayUser):
             self.record(response, started, request_id)
 
 
-USER_CLASSES = [cls for cls in (SttUser, TtsUser) if SCENARIO.load.mix.get(cls.service, 0) > 0]
+class MtUser(GatewayUser):
+    """Translation jobs: two to four of the scenario's texts as segments, as a dubbing job's STT stage hands on."""
+
+    weight = max(1, round(SCENARIO.load.mix.get("mt", 0) * 10))
+    service = "mt"
+
+    @task
+    def submit(self) -> None:
+        headers = {"X-API-Key": api_key()}
+        request_id = self.send()
+        started = time.perf_counter()
+        segments = random.sample(SCENARIO.load.texts, min(len(SCENARIO.load.texts), random.randint(2, 4)))  # noqa: S311
+        with self.client.post(
+            "/v1/jobs/mt",
+            json={"segments": segments, "target_language": MT_TARGET},
+            headers=headers,
+            catch_response=True,
+            name="POST /v1/jobs/mt",
+        ) as response:
+            self.record(response, started, request_id)
+
+
+USER_CLASSES = [cls for cls in (SttUser, TtsUser, MtUser) if SCENARIO.load.mix.get(cls.service, 0) > 0]
 # Locust picks up every concrete User class in this module: remove the ones this scenario gives no load.
+# (No loop variable: Locust would take a module-level name bound to a User class for one more user class.)
 SttUser.abstract = SttUser not in USER_CLASSES
 TtsUser.abstract = TtsUser not in USER_CLASSES
+MtUser.abstract = MtUser not in USER_CLASSES
 
 
 class ScenarioShape(LoadTestShape):

@@ -332,6 +332,16 @@ def settled(run: Run, sampler: Sampler, book: AlertBook, hpa_min: dict[str, int]
     return True
 
 
+def mt_target_language(table: list[dict[str, Any]]) -> str:
+    """The language the mt users ask for: the first of the inventory's mt service's MT_TARGET_LANGUAGES."""
+    for svc in table:
+        if svc.get("queue_type", svc.get("name")) == "mt":
+            langs = str((svc.get("env") or {}).get("MT_TARGET_LANGUAGES") or "").split(",")
+            if langs[0].strip():
+                return langs[0].strip()
+    return "de"
+
+
 def _locust(run: Run, ledger: Path, key_file: Path) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -340,6 +350,7 @@ def _locust(run: Run, ledger: Path, key_file: Path) -> subprocess.Popen:
         "LOADTEST_SERVICES": ",".join(run.args.loadable),
         "LOADTEST_LEDGER": str(ledger),
         "LOADTEST_API_KEY_FILE": str(key_file),
+        "LOADTEST_MT_TARGET_LANGUAGE": getattr(run.args, "mt_target", "de"),
         "HARNESS_STATE_DIR": str(run.args.state_dir),
     }
     cmd = [
@@ -396,9 +407,11 @@ def execute(args: argparse.Namespace) -> int:
     # --service when the caller names the target's services.
     named = {spec.partition(":")[0] for spec in args.service}
     try:
-        loadable = scenario_mod.loadable_services(inventory_facts.services(args.inventory))
+        table = inventory_facts.services(args.inventory)
+        loadable = scenario_mod.loadable_services(table)
     except (OSError, KeyError, ValueError) as exc:
         raise Aborted(f"--inventory {args.inventory}: cannot read its service table: {exc}") from None
+    args.mt_target = mt_target_language(table)
     args.loadable = tuple(svc for svc in loadable if not named or svc in named)
     scenario = scenario_mod.load_scenario(args.scenario, args.loadable)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -25,7 +25,7 @@ SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 DEFAULT_SCENARIO = "surge"
 # The job kinds this package has a Locust user for (loadtests/locustfile.py); a mix entry names an enabled service
 # of the inventory's table (harness_services) whose queue_type is one of them.
-LOAD_KINDS = ("stt", "tts")
+LOAD_KINDS = ("stt", "tts", "mt")
 # Reference points an alert expectation can be timed from, besides the names of the scenario's actions.
 ANCHORS = ("load_start", "load_end")
 # Scenario bounds on HPA-driven timings are written for the fast profile (policy periods / 10).

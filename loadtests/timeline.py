@@ -119,15 +119,15 @@ def pod_record(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def readyz_port(pod: dict[str, Any]) -> str | int | None:
-    """The worker container's port for /readyz: the one named ``metrics`` (roles/model_services), else the first
-    port of the first container (the worker), else None."""
+def readyz_port(pod: dict[str, Any]) -> int | None:
+    """The worker container's port number for /readyz: the one named ``metrics`` (roles/model_services), else the
+    first port of the first container (the worker), else None. A number: the API server's pod proxy takes
+    ``<pod>:<number>`` only (a port name there fails the request, measured on v1.35.4), unlike the service proxy."""
     containers = (pod.get("spec") or {}).get("containers") or []
     ports = [p for c in containers[:1] for p in c.get("ports") or []]
-    for p in ports:
-        if p.get("name") == "metrics":
-            return "metrics"
-    return ports[0].get("containerPort") if ports else None
+    named = [p for p in ports if p.get("name") == "metrics"]
+    port = (named or ports or [{}])[0].get("containerPort")
+    return int(port) if port is not None else None
 
 
 class ReactionProbe:

@@ -1,5 +1,6 @@
-"""The reaction timeline from recorded reads: real API objects captured from the local stack (a worker pod, the
-external metrics API's answer, a Prometheus range query, the HPA and its SuccessfulRescale events, in
+"""The reaction timeline from recorded reads: real API objects captured from the local stack (a worker pod, a
+container on the real node, recaptured 2026-12-06; the external metrics API's answer, a Prometheus range query,
+the HPA and its SuccessfulRescale events, in
 tests/loadtests/data/reaction/), with their times moved onto one scripted scale-up. The probe parses them as it
 does live; ``extract`` must time every hop from its own source."""
 
@@ -77,14 +78,14 @@ def probe_run(readyz_answers: bool = True) -> dict:
         rel = clock.t - T0
         listed = [old]
         if service == "stt" and rel >= 6.2:
-            listed.append(worker_pod("stt-8d4f6bc86-new01", T0 + 6, T0 + 6, T0 + 7, T0 + 12))
+            listed.append(worker_pod("stt-55cbc99d97-new01", T0 + 6, T0 + 6, T0 + 7, T0 + 12))
         return listed
 
     asked = []
 
     def readyz(pod):
         asked.append(pod["metadata"]["name"])
-        assert timeline.readyz_port(pod) == "metrics"  # the worker's port, by name (roles/model_services)
+        assert timeline.readyz_port(pod) == 9100  # the worker's port named metrics (roles/model_services)
         if not readyz_answers:
             raise RuntimeError("HTTP 403 Forbidden")
         return clock.t - T0 >= 9.5
@@ -96,7 +97,7 @@ def probe_run(readyz_answers: bool = True) -> dict:
         clock.t += 0.5
         i += 1
     assert old_created < iso(T0)  # the captured pod predates the run and must not count as new
-    assert set(asked) == {"stt-8d4f6bc86-new01"}  # only pods created in the run are asked
+    assert set(asked) == {"stt-55cbc99d97-new01"}  # only pods created in the run are asked
     return probe.record()
 
 
@@ -143,9 +144,9 @@ def events() -> list[dict]:
 
 
 JOBS = [
-    {"worker": "stt-8d4f6bc86-5ln4c", "finished_at": T0 + 4.0, "state": "completed"},
-    {"worker": "stt-8d4f6bc86-new01", "finished_at": T0 + 13.25, "state": "completed"},
-    {"worker": "stt-8d4f6bc86-new01", "finished_at": T0 + 15.5, "state": "completed"},
+    {"worker": "stt-55cbc99d97-5xmll", "finished_at": T0 + 4.0, "state": "completed"},
+    {"worker": "stt-55cbc99d97-new01", "finished_at": T0 + 13.25, "state": "completed"},
+    {"worker": "stt-55cbc99d97-new01", "finished_at": T0 + 15.5, "state": "completed"},
 ]
 
 
@@ -154,7 +155,7 @@ def test_pod_record_parses_a_real_pod():
     rec = pod_record(pod)
     assert rec["created"] == timeline.parse_time(pod["metadata"]["creationTimestamp"])
     assert rec["scheduled"] is not None and rec["started"] is not None and rec["ready"] is not None
-    assert rec["readyz_port"] == "metrics"
+    assert rec["readyz_port"] == 9100
     assert timeline.parse_time("2026-12-02T01:13:05Z") == pytest.approx(1796173985.0)
     assert timeline.parse_time("2026-12-02T01:13:05.250000Z") == pytest.approx(1796173985.25)
 
@@ -165,7 +166,7 @@ def test_every_hop_is_timed_from_its_own_source():
     got = {h["hop"]: h for h in tl["hops"]}
     assert [h["hop"] for h in tl["hops"]] == list(timeline.HOPS)
     assert tl["missing"] == []
-    assert tl["new_pod"] == "stt-8d4f6bc86-new01"
+    assert tl["new_pod"] == "stt-55cbc99d97-new01"
     # Redis: 4/s from T0, first poll above 11 is +3.0 (12).
     assert got["queue_over_threshold"]["since_load_start_s"] == 3.0
     assert "depth 12 > 11" in got["queue_over_threshold"]["detail"]
@@ -200,8 +201,10 @@ def test_where_the_pod_proxy_never_answers_the_pod_ready_condition_is_used():
 
 def test_readyz_port_is_the_workers_named_port():
     pod = load("pod.json")
-    assert timeline.readyz_port(pod) == "metrics"
+    assert timeline.readyz_port(pod) == 9100
     bare = copy.deepcopy(pod)
+    bare["spec"]["containers"][0]["ports"] = [{"containerPort": 8080}, {"name": "metrics", "containerPort": 9100}]
+    assert timeline.readyz_port(bare) == 9100
     bare["spec"]["containers"][0]["ports"] = [{"containerPort": 8080}]
     assert timeline.readyz_port(bare) == 8080
     bare["spec"]["containers"][0].pop("ports")
