@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from workers.core.env import Settings
 
-# The job kinds this code implements (an engine each: workers/stt, workers/tts, workers/mt). Which services exist, their
-# queues and their policies are configuration (harness_services, passed as QUEUES and --service); a service's
-# queue_type names one of these.
-ENGINES = ("stt", "tts", "mt")
+# The job kinds this code implements (an engine each: workers/stt, workers/tts, workers/mt, workers/lipsync).
+# Which services exist, their queues and their policies are configuration (harness_services, passed as QUEUES and
+# --service); a service's queue_type names one of these.
+ENGINES = ("stt", "tts", "mt", "lipsync")
 
 
 @dataclass(frozen=True)

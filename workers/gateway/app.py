@@ -28,6 +28,7 @@ from workers.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from workers.gateway.ratelimit import RedisTokenBuckets, TokenBuckets
 from workers.gateway.schemas import (
     ERROR_RESPONSES,
+    LIPSYNC_UPLOAD_SCHEMA,
     MT_BODY_SCHEMA,
     STT_UPLOAD_SCHEMA,
     TTS_BODY_SCHEMA,
@@ -36,11 +37,13 @@ from workers.gateway.schemas import (
     MtRequest,
     TtsRequest,
 )
+from workers.gateway.video_check import check_video
 from workers.mt.config import LANGUAGE
 from workers.queueing.jobs import new_job_id
 
 log = logging.getLogger(__name__)
 STT_PATH = "/v1/jobs/stt"
+LIPSYNC_PATH = "/v1/jobs/lipsync"
 
 
 def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None) -> FastAPI:
@@ -84,7 +87,8 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
     install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,
-        limit_for=lambda path: config.max_upload_bytes if path == STT_PATH else config.max_json_bytes,
+        limit_for=lambda path: {STT_PATH: config.max_upload_bytes,
+                                LIPSYNC_PATH: config.max_video_bytes}.get(path, config.max_json_bytes),
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
@@ -223,6 +227,45 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
         metrics.submitted.labels("mt").inc()
         return accepted(job_id, "mt")
 
+    @app.post(LIPSYNC_PATH, status_code=202, response_model=JobAccepted, responses=ERROR_RESPONSES,
+              openapi_extra={"requestBody": LIPSYNC_UPLOAD_SCHEMA}, summary="Submit a video and audio for lip-sync")
+    async def submit_lipsync(request: Request, key: Key) -> JSONResponse:
+        if "lipsync" not in config.queues:
+            raise ApiError(404, "unknown_service", f"service 'lipsync' is not configured; services: {services}")
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise ApiError(415, "unsupported_media_type", f"content type {ctype or 'none'!r} is not accepted; send "
+                           "multipart/form-data with the files 'video' and 'audio'")
+        form = await request.form(max_files=2, max_fields=4)
+        uploads = {}
+        for field in ("video", "audio"):
+            upload = form.get(field)
+            if not isinstance(upload, UploadFile):
+                raise ApiError(422, "invalid_request", f"field {field!r} must be a file upload; got fields "
+                               f"{sorted(form.keys())}")
+            uploads[field] = (await upload.read(), upload.filename or field)
+        box = form.get("face_box")
+        data: dict[str, Any] = {"owner": key.key_id}
+        if box is not None:
+            from workers.core.env import ConfigError
+            from workers.lipsync.config import parse_box
+
+            try:
+                data["face_box"] = list(parse_box("face_box", str(box)))
+            except ConfigError as exc:
+                raise ApiError(422, "invalid_request", str(exc)) from None
+        video = await run_in_threadpool(check_video, *uploads["video"], config.max_video_seconds)
+        audio = await run_in_threadpool(check_audio, *uploads["audio"], config.max_video_seconds)
+        job_id = new_job_id("lipsync")
+        be = backend(request)
+        data["video_key"] = await be.store_input("lipsync", job_id, uploads["video"][0], "video")
+        data["audio_key"] = await be.store_input("lipsync", job_id, uploads["audio"][0], "audio")
+        data.update(video_format=video.format, width=video.width, height=video.height,
+                    audio_seconds=audio.duration_s)
+        await be.submit("lipsync", job_id, data)
+        metrics.submitted.labels("lipsync").inc()
+        return accepted(job_id, "lipsync")
+
     @app.post("/v1/jobs/{service}", responses=ERROR_RESPONSES, include_in_schema=False)
     async def submit_unknown(service: str, key: Key) -> None:
         raise ApiError(404, "unknown_service", f"service {service[:40]!r} is unknown; services: {services}")
@@ -240,12 +283,16 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
     async def job_status(request: Request, job_id: str, key: Key) -> JobStatus:
         view = await owned_job(request, job_id, key)
         result = view.result
-        audio_url = None
+        audio_url = video_url = None
         if isinstance(result, dict) and result.get("audio_key"):
             result = {k: v for k, v in result.items() if k != "audio_key"}
             audio_url = f"/v1/jobs/{job_id}/audio"
+        if isinstance(result, dict) and result.get("video_key"):
+            result = {k: v for k, v in result.items() if k != "video_key"}
+            video_url = f"/v1/jobs/{job_id}/video"
         return JobStatus(id=view.id, service=view.service, status=view.state, result=result, error=view.error,
-                         attempts_made=view.attempts_made, timings=view.timings(), audio_url=audio_url)
+                         attempts_made=view.attempts_made, timings=view.timings(), audio_url=audio_url,
+                         video_url=video_url)
 
     @app.get("/v1/jobs/{job_id}/audio", responses={**ERROR_RESPONSES, 200: {"content": {"audio/wav": {}}}},
              response_class=Response, summary="Synthesized audio of a completed TTS job")
@@ -259,6 +306,19 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
             raise ApiError(404, "audio_not_available", f"job {job_id!r} has no stored audio (not a tts job, "
                            "or its audio expired)")
         return Response(audio, media_type="audio/wav")
+
+    @app.get("/v1/jobs/{job_id}/video", responses={**ERROR_RESPONSES, 200: {"content": {"video/mp4": {}}}},
+             response_class=Response, summary="The lip-synced MP4 of a completed lipsync job")
+    async def job_video(request: Request, job_id: str, key: Key) -> Response:
+        view = await owned_job(request, job_id, key)
+        if view.state != "completed":
+            raise ApiError(404, "video_not_available", f"job {job_id!r} is {view.state!r}; a video exists only "
+                           "for completed lipsync jobs")
+        video = await backend(request).output(view, "video_key")
+        if video is None:
+            raise ApiError(404, "video_not_available", f"job {job_id!r} has no stored video (not a lipsync job, "
+                           "or its video expired)")
+        return Response(video, media_type="video/mp4")
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

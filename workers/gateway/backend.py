@@ -77,8 +77,8 @@ class JobBackend:
                 f"queue {self.queues[service].name}: Redis did not take the job within {self.submit_timeout_s:g} s"
             ) from None
 
-    async def store_input(self, service: str, job_id: str, data: bytes) -> str:
-        return await self.blobs[service].put(job_id, "input", data, self.policy.input_ttl_s)
+    async def store_input(self, service: str, job_id: str, data: bytes, kind: str = "input") -> str:
+        return await self.blobs[service].put(job_id, kind, data, self.policy.input_ttl_s)
 
     async def get(self, job_id: str) -> JobView | None:
         service = service_of(job_id)
@@ -106,8 +106,8 @@ class JobBackend:
             finished_ms=_ms(job.finishedOn),
         )
 
-    async def output(self, view: JobView) -> bytes | None:
-        key = (view.result or {}).get("audio_key") if isinstance(view.result, dict) else None
+    async def output(self, view: JobView, field: str = "audio_key") -> bytes | None:
+        key = (view.result or {}).get(field) if isinstance(view.result, dict) else None
         return None if not key else await self.blobs[view.service].get(key)
 
     async def close(self) -> None:

@@ -46,6 +46,8 @@ class GatewayConfig:
     # language code is taken and the worker refuses one its model lacks.
     mt_target_languages: tuple[str, ...] = ()
     max_segments: int = 256
+    max_video_bytes: int = 100 * 1024 * 1024
+    max_video_seconds: float = 120.0
     key_store: str = "redis"  # redis: keys and rate limits shared by all replicas; file: this process only
     # How long a submission waits for BullMQ's add before answering 503 (BullMQ waits for Redis to come back).
     queue_timeout_s: float = 5.0
@@ -80,6 +82,8 @@ class GatewayConfig:
             voices=tuple(s.name_list("TTS_VOICES", "default")),
             mt_target_languages=_languages(s),
             max_segments=s.integer("GATEWAY_MAX_SEGMENTS", 256, 1, 100_000),
+            max_video_bytes=s.integer("GATEWAY_MAX_VIDEO_BYTES", 100 * 1024 * 1024, 1024, 16 * 1024**3),
+            max_video_seconds=s.number("GATEWAY_MAX_VIDEO_SECONDS", 120.0, 1.0, 86400.0),
             key_store=s.choice("GATEWAY_KEY_STORE", "redis", ("redis", "file")),
             queue_timeout_s=s.number("GATEWAY_QUEUE_TIMEOUT_S", 5.0, 0.1, 300.0),
         )

@@ -41,6 +41,7 @@ class JobStatus(BaseModel):
     attempts_made: int
     timings: dict[str, float | int | None]
     audio_url: str | None = None
+    video_url: str | None = None
 
 
 class ErrorBody(BaseModel):
@@ -63,6 +64,24 @@ STT_UPLOAD_SCHEMA: dict[str, Any] = {
                     "file": {"type": "string", "format": "binary",
                              "description": "WAV, FLAC, MP3 or OGG audio (detected from content)"},
                     "language": {"type": "string", "description": "ISO 639-1 code; detected if omitted"},
+                },
+            }
+        }
+    },
+}
+
+LIPSYNC_UPLOAD_SCHEMA: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["video", "audio"],
+                "properties": {
+                    "video": {"type": "string", "format": "binary", "description": "MP4, MOV, MKV or WebM"},
+                    "audio": {"type": "string", "format": "binary",
+                              "description": "the dubbed audio: WAV, FLAC, MP3 or OGG"},
+                    "face_box": {"type": "string", "description": "x0,y0,x1,y1 fractions of the frame"},
                 },
             }
         }

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 from workers.core.common import ENGINES, Identity, MetricsEndpoint, QueuePolicy
 from workers.core.env import ConfigError, Settings
+from workers.lipsync.config import LipsyncConfig
 from workers.mt.config import MtConfig
 from workers.stt.config import SttConfig
 from workers.tts.config import TtsConfig
 
-DEFAULT_METRICS_PORTS = {"stt": 9101, "tts": 9102, "mt": 9103}
+DEFAULT_METRICS_PORTS = {"stt": 9101, "tts": 9102, "mt": 9103, "lipsync": 9104}
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class WorkerConfig:
     stt: SttConfig | None
     tts: TtsConfig | None
     mt: MtConfig | None = None
+    lipsync: LipsyncConfig | None = None
 
     @classmethod
     def from_settings(cls, s: Settings, service_arg: str | None = None) -> WorkerConfig:
@@ -41,4 +43,5 @@ class WorkerConfig:
             stt=SttConfig.from_settings(s) if service == "stt" else None,
             tts=TtsConfig.from_settings(s) if service == "tts" else None,
             mt=MtConfig.from_settings(s) if service == "mt" else None,
+            lipsync=LipsyncConfig.from_settings(s) if service == "lipsync" else None,
         )
