@@ -332,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ca-bundle", default=os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"),
                    help="host CA bundle mounted read-only during builds ('' to use the image's own)")
     p.add_argument("--only", default="", help="comma-separated image names (default: all non-optional)")
-    p.add_argument("--coqui", action="store_true", help="also build the optional images (tts-coqui-worker)")
+    p.add_argument("--coqui", action="store_true",
+                   help="also build the optional images (tts-coqui-worker, lipsync-worker)")
     p.add_argument("--stt-variant", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--tls-verify", choices=["true", "false"], default="true")
     p.add_argument("--no-push", action="store_true", help="build into local storage only; the lock file is left alone")

@@ -58,7 +58,8 @@ def test_a_worker_source_change_rebuilds_the_python_workloads_only(build) -> Non
     before = hashes(build)
     (build.copy / "workers/core/common.py").write_text((build.copy / "workers/core/common.py").read_text() + "\n# x\n")
     assert changed(before, hashes(build)) == {"gateway", "stt-worker", "tts-worker", "tts-coqui-worker",
-                                              "mt-worker", "queue-exporter", "gpu-exporter", "cost-exporter"}
+                                              "mt-worker", "lipsync-worker", "queue-exporter", "gpu-exporter",
+                                              "cost-exporter"}
 
 
 def test_a_shared_requirement_change_rebuilds_every_python_image(build) -> None:
@@ -66,8 +67,8 @@ def test_a_shared_requirement_change_rebuilds_every_python_image(build) -> None:
     p = build.copy / "images/requirements/base.txt"
     p.write_text(p.read_text() + "# comment\n")
     assert changed(before, hashes(build)) == {"python-base", "python-ml", "gateway", "stt-worker", "tts-worker",
-                                              "tts-coqui-worker", "mt-worker", "queue-exporter", "gpu-exporter",
-                                              "cost-exporter"}
+                                              "tts-coqui-worker", "mt-worker", "lipsync-worker", "queue-exporter",
+                                              "gpu-exporter", "cost-exporter"}
 
 
 def test_a_containerfile_or_binary_change_rebuilds_that_image_only(build) -> None:

@@ -307,3 +307,33 @@ def test_bad_lipsync_uploads_are_named(gateway, case, status, code, words) -> No
     assert error["code"] == code, error
     for w in words:
         assert w in error["message"], (w, error["message"])
+
+
+@pytest.mark.slow
+def test_a_lipsync_job_through_the_gateway_and_a_worker_process(model, gateway, tmp_path: Path) -> None:
+    """python -m workers.worker --service lipsync takes the gateway's job from BullMQ on a real Redis and the
+    gateway serves the MP4, whose duration is the audio's."""
+    import time
+
+    from workers_testlib import start_worker
+
+    client, headers, env = gateway
+    worker, _ = start_worker(tmp_path, "lipsync", "lipsync", {**env, "LIPSYNC_MODEL": str(model),
+                                                               "LIPSYNC_CPU_THREADS": "1"})
+    try:
+        r = post(client, headers, make_video(20), make_audio(1.2))
+        assert r.status_code == 202, r.text
+        url = r.json()["status_url"]
+        deadline = time.monotonic() + 90
+        while (state := client.get(url, headers=headers).json())["status"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.3)
+        assert state["status"] == "completed", (state, worker.log()[-2000:])
+        assert state["video_url"] == url + "/video" and "video_key" not in state["result"]
+        mp4 = client.get(state["video_url"], headers=headers)
+        assert mp4.status_code == 200 and mp4.headers["content-type"] == "video/mp4"
+        d = media.durations(mp4.content)
+        assert d["frames"] == round(1.2 * FPS) and abs(d["video"] - 1.2) <= 1 / FPS
+        assert state["result"]["frames"] == d["frames"]
+    finally:
+        worker.stop()
