@@ -10,6 +10,9 @@ from workers.core.env import Settings
 # Which services exist, their queues and their policies are configuration (harness_services, passed as QUEUES and
 # --service); a service's queue_type names one of these.
 ENGINES = ("stt", "tts", "mt", "lipsync")
+# Job kinds that chain the engines' jobs (workers/dubbing: a BullMQ flow over stt, mt, tts and lipsync); run by
+# their own orchestrator process, not by workers.worker.
+PIPELINES = ("dubbing",)
 
 
 @dataclass(frozen=True)

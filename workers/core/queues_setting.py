@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workers.core.common import ENGINES
+from workers.core.common import ENGINES, PIPELINES
 from workers.core.env import ConfigError, Settings
 
 
@@ -26,9 +26,9 @@ def parse_queues(s: Settings, var: str = "QUEUES", default: str = "stt,tts") -> 
         service = service or name
         if not name or not all(c.isalnum() or c in "-_." for c in name):
             raise ConfigError(var, raw, f"entries `name` or `name:service`; bad queue name {name!r}")
-        if service not in ENGINES:
+        if service not in ENGINES + PIPELINES:
             raise ConfigError(var, raw, f"entries `name` or `name:service` with service one of "
-                                        f"{', '.join(ENGINES)}; got service {service!r}")
+                                        f"{', '.join(ENGINES + PIPELINES)}; got service {service!r}")
         if any(ref.name == name for ref in refs):
             raise ConfigError(var, raw, f"each queue once; {name!r} is listed twice")
         refs.append(QueueRef(name=name, service=service))

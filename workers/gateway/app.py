@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from workers.dubbing.flow import gateway_flow
 from workers.gateway.audio_check import check_audio
 from workers.gateway.backend import JobBackend
 from workers.gateway.body_limit import BodyLimitMiddleware
@@ -27,6 +28,7 @@ from workers.gateway.keys import ApiKey, ApiKeyStore, RedisApiKeyStore
 from workers.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from workers.gateway.ratelimit import RedisTokenBuckets, TokenBuckets
 from workers.gateway.schemas import (
+    DUBBING_UPLOAD_SCHEMA,
     ERROR_RESPONSES,
     LIPSYNC_UPLOAD_SCHEMA,
     MT_BODY_SCHEMA,
@@ -44,6 +46,8 @@ from workers.queueing.jobs import new_job_id
 log = logging.getLogger(__name__)
 STT_PATH = "/v1/jobs/stt"
 LIPSYNC_PATH = "/v1/jobs/lipsync"
+DUBBING_PATH = "/v1/jobs/dubbing"
+DUBBING_NEEDS = ("dubbing", "stt", "mt", "tts")
 
 
 def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None) -> FastAPI:
@@ -87,8 +91,8 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
     install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,
-        limit_for=lambda path: {STT_PATH: config.max_upload_bytes,
-                                LIPSYNC_PATH: config.max_video_bytes}.get(path, config.max_json_bytes),
+        limit_for=lambda path: {STT_PATH: config.max_upload_bytes, LIPSYNC_PATH: config.max_video_bytes,
+                                DUBBING_PATH: config.max_video_bytes}.get(path, config.max_json_bytes),
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
@@ -214,11 +218,7 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
             raise ApiError(422, "text_too_long", f"segment(s) {long[:5]} are over {config.max_text_chars} "
                            "characters")
         target = body.target_language
-        known = config.mt_target_languages
-        if (known and target not in known) or not LANGUAGE.match(target):
-            allowed = list(known) if known else "a language code such as 'de'"
-            raise ApiError(422, "unknown_language", f"target_language {target[:20]!r} is not available; "
-                           f"allowed: {allowed}")
+        check_target(target)
         job_id = new_job_id("mt")
         data = {"segments": segments, "target_language": target, "owner": key.key_id}
         if body.source_language is not None:
@@ -266,6 +266,83 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
         metrics.submitted.labels("lipsync").inc()
         return accepted(job_id, "lipsync")
 
+    def check_target(target: str) -> None:
+        known = config.mt_target_languages
+        if (known and target not in known) or not LANGUAGE.match(target):
+            allowed = list(known) if known else "a language code such as 'de'"
+            raise ApiError(422, "unknown_language", f"target_language {target[:20]!r} is not available; "
+                           f"allowed: {allowed}")
+
+    @app.post(DUBBING_PATH, status_code=202, response_model=JobAccepted, responses=ERROR_RESPONSES,
+              openapi_extra={"requestBody": DUBBING_UPLOAD_SCHEMA}, summary="Dub a video or an audio file")
+    async def submit_dubbing(request: Request, key: Key) -> JSONResponse:
+        missing = [s for s in DUBBING_NEEDS if s not in config.queues]
+        if missing:
+            raise ApiError(404, "unknown_service", f"dubbing needs the queues {list(DUBBING_NEEDS)}; not configured: "
+                           f"{missing}; services: {services}")
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise ApiError(415, "unsupported_media_type", f"content type {ctype or 'none'!r} is not accepted; send "
+                           "multipart/form-data with the media in field 'file' and 'target_language'")
+        form = await request.form(max_files=1, max_fields=6)
+        upload, target = form.get("file"), form.get("target_language")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, "invalid_request", "field 'file' must be a file upload (a video or audio); got "
+                           f"fields {sorted(form.keys())}")
+        if not isinstance(target, str):
+            raise ApiError(422, "invalid_request", "field 'target_language' is required (a language code)")
+        check_target(target)
+        voice = form.get("voice") or "default"
+        if voice not in config.voices:
+            raise ApiError(422, "unknown_voice", f"voice {str(voice)[:40]!r} is not available; voices: "
+                           f"{list(config.voices)}")
+        media = await upload.read()
+        name = upload.filename or "upload"
+        from workers.gateway.video_check import is_video
+
+        video = await run_in_threadpool(is_video, media)
+        dubbing_id = new_job_id("dubbing")
+        be = backend(request)
+        data: dict[str, Any] = {"target_language": target, "owner": key.key_id, "voice": voice, "filename": name}
+        if video:
+            info = await run_in_threadpool(check_video, media, name, config.max_video_seconds)
+            if not info.has_audio:
+                raise ApiError(422, "no_audio_track", f"uploaded video {name!r} has no audio track: there is no "
+                               "speech to dub")
+            if "lipsync" not in config.queues:
+                raise ApiError(422, "lipsync_not_configured", f"uploaded file {name!r} is a video, and the lipsync "
+                               "service is not configured: send its audio only")
+            data["video_key"] = await be.store_input("lipsync", dubbing_id, media, "video")
+            seconds = info.duration_s
+        else:
+            seconds = (await run_in_threadpool(check_audio, media, name, config.max_audio_seconds)).duration_s
+        stt_key = await be.store_input("stt", dubbing_id, media)
+        stt_data = {"input_key": stt_key, "filename": name, "audio_seconds": seconds, "language": None,
+                    "owner": key.key_id, "dubbing_id": dubbing_id}
+        await be.submit_flow(gateway_flow(config.policy, config.queues, dubbing_id, data, stt_data))
+        metrics.submitted.labels("dubbing").inc()
+        return accepted(dubbing_id, "dubbing")
+
+    async def stage_view(request: Request, view: Any) -> dict[str, Any]:
+        """Each stage of a dubbing job: its jobs' states, and when the first started and the last finished."""
+        out: dict[str, Any] = {}
+        for stage, ids in ((view.data or {}).get("stages") or {}).items():
+            jobs = [await backend(request).get(j) for j in ids]
+            states = [j.state if j else "missing" for j in jobs]
+            started = [j.started_ms for j in jobs if j and j.started_ms]
+            finished = [j.finished_ms for j in jobs if j and j.finished_ms]
+            status = next((s for s in ("failed", "missing", "active", "waiting", "delayed", "prioritized")
+                           if s in states), "completed")
+            out[stage] = {
+                "status": status, "jobs": len(ids), "completed": states.count("completed"),
+                "started_at_ms": min(started) if started else None,
+                "finished_at_ms": max(finished) if status == "completed" and finished else None,
+                "seconds": round((max(finished) - min(started)) / 1000, 3)
+                if status == "completed" and started and finished else None,
+                "errors": [j.error for j in jobs if j and j.state == "failed" and j.error][:3],
+            }
+        return out
+
     @app.post("/v1/jobs/{service}", responses=ERROR_RESPONSES, include_in_schema=False)
     async def submit_unknown(service: str, key: Key) -> None:
         raise ApiError(404, "unknown_service", f"service {service[:40]!r} is unknown; services: {services}")
@@ -290,9 +367,17 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
         if isinstance(result, dict) and result.get("video_key"):
             result = {k: v for k, v in result.items() if k != "video_key"}
             video_url = f"/v1/jobs/{job_id}/video"
-        return JobStatus(id=view.id, service=view.service, status=view.state, result=result, error=view.error,
+        stages, error = None, view.error
+        if view.service == "dubbing":
+            stages = await stage_view(request, view)
+            failed = [s for s, v in stages.items() if v["status"] in ("failed", "missing")]
+            if view.state == "failed" and failed:
+                detail = "; ".join(stages[failed[0]]["errors"]) or view.error
+                error = f"stage {failed[0]} failed: {detail}"
+            result = {k: v for k, v in result.items() if k != "stages"} if isinstance(result, dict) else result
+        return JobStatus(id=view.id, service=view.service, status=view.state, result=result, error=error,
                          attempts_made=view.attempts_made, timings=view.timings(), audio_url=audio_url,
-                         video_url=video_url)
+                         video_url=video_url, stages=stages)
 
     @app.get("/v1/jobs/{job_id}/audio", responses={**ERROR_RESPONSES, 200: {"content": {"audio/wav": {}}}},
              response_class=Response, summary="Synthesized audio of a completed TTS job")

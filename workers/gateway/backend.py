@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.exceptions
-from bullmq import Job, Queue
+from bullmq import FlowProducer, Job, Queue
 from redis.asyncio import Redis
 
 from workers.core.common import QueuePolicy
@@ -27,6 +27,7 @@ class JobView:
     created_ms: int | None
     started_ms: int | None
     finished_ms: int | None
+    data: dict[str, Any] | None = None
 
     def timings(self) -> dict[str, float | None]:
         def secs(later: int | None, earlier: int | None) -> float | None:
@@ -57,6 +58,7 @@ class JobBackend:
         self.redis = Redis.from_url(policy.redis_url)
         self.queues = {service: Queue(name, policy.connection_opts()) for service, name in queues.items()}
         self.blobs = {service: BlobStore(self.redis, policy.prefix, name) for service, name in queues.items()}
+        self.flows = FlowProducer(policy.connection_opts())
 
     async def ping(self) -> bool:
         try:
@@ -76,6 +78,14 @@ class JobBackend:
             raise redis.exceptions.TimeoutError(
                 f"queue {self.queues[service].name}: Redis did not take the job within {self.submit_timeout_s:g} s"
             ) from None
+
+    async def submit_flow(self, flow: dict[str, Any]) -> None:
+        """Add a flow (a parent job and its children) in one MULTI/EXEC, with submit's timeout."""
+        try:
+            await asyncio.wait_for(self.flows.add(flow), self.submit_timeout_s)
+        except TimeoutError:
+            raise redis.exceptions.TimeoutError(
+                f"flow {flow.get('name')}: Redis did not take it within {self.submit_timeout_s:g} s") from None
 
     async def store_input(self, service: str, job_id: str, data: bytes, kind: str = "input") -> str:
         return await self.blobs[service].put(job_id, kind, data, self.policy.input_ttl_s)
@@ -104,13 +114,22 @@ class JobBackend:
             created_ms=_ms(job.timestamp),
             started_ms=_ms(job.processedOn),
             finished_ms=_ms(job.finishedOn),
+            data=job.data if isinstance(job.data, dict) else None,
         )
 
     async def output(self, view: JobView, field: str = "audio_key") -> bytes | None:
+        """The blob a result names (``audio_key``, ``video_key``), from the queue whose key space holds it: a
+        dubbing job's MP4 is the lipsync stage's."""
         key = (view.result or {}).get(field) if isinstance(view.result, dict) else None
-        return None if not key else await self.blobs[view.service].get(key)
+        if not isinstance(key, str):
+            return None
+        for store in self.blobs.values():
+            if store.holds(key):
+                return await store.get(key)
+        return None
 
     async def close(self) -> None:
+        await self.flows.close()
         for queue in self.queues.values():
             await queue.close()
         await self.redis.aclose()

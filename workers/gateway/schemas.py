@@ -42,6 +42,8 @@ class JobStatus(BaseModel):
     timings: dict[str, float | int | None]
     audio_url: str | None = None
     video_url: str | None = None
+    # A dubbing job's stages (stt, mt, tts, lipsync): status, job count, start, finish, errors.
+    stages: dict[str, Any] | None = None
 
 
 class ErrorBody(BaseModel):
@@ -82,6 +84,25 @@ LIPSYNC_UPLOAD_SCHEMA: dict[str, Any] = {
                     "audio": {"type": "string", "format": "binary",
                               "description": "the dubbed audio: WAV, FLAC, MP3 or OGG"},
                     "face_box": {"type": "string", "description": "x0,y0,x1,y1 fractions of the frame"},
+                },
+            }
+        }
+    },
+}
+
+DUBBING_UPLOAD_SCHEMA: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file", "target_language"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary",
+                             "description": "a video with an audio track (MP4, MKV, WebM: lip-synced) or audio "
+                                            "(WAV, FLAC, MP3, OGG)"},
+                    "target_language": {"type": "string", "description": "one of the mt service's languages"},
+                    "voice": {"type": "string", "description": "a TTS voice (default: default)"},
                 },
             }
         }

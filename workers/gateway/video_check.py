@@ -60,3 +60,12 @@ def check_video(data: bytes, filename: str, max_seconds: float) -> VideoInfo:
             raise ApiError(400, "corrupt_video", f"uploaded file {filename!r} has a video stream with no frame")
         return VideoInfo(ACCEPTED[detected], round(duration, 3), first.width, first.height,
                          bool(container.streams.audio))
+
+
+def is_video(data: bytes) -> bool:
+    """Whether the bytes are a container with a video stream (an audio file is not; unreadable bytes are not)."""
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            return bool(container.streams.video)
+    except (av.error.FFmpegError, ValueError, OSError):
+        return False

@@ -24,6 +24,9 @@ class BlobStore:
         await self._redis.set(key, data, ex=ttl_s)
         return key
 
+    def holds(self, key: str) -> bool:
+        return key.startswith(self._base + ":")
+
     async def get(self, key: str) -> bytes | None:
         if not key.startswith(self._base + ":"):
             raise ValueError(f"blob key {key!r} is outside {self._base!r}")

@@ -1,0 +1,208 @@
+"""Dubbing as a BullMQ flow over the real workers: a video (or audio) is transcribed (faster-whisper), translated
+(a random-weight Marian: meaningless text), spoken (Piper), lip-synced (a random-weight Wav2Lip-style model: noise
+in the face box), each stage a job in its own queue, stepped by the orchestrator (python -m workers.dubbing). The
+checks: every stage ran as its policy says (one stt, one mt, one tts per segment, one lipsync), the MP4 lasts as
+long as the dubbed audio, a failed stage fails the dubbing job with the stage named, and bad uploads are named."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import uuid
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+from workers_testlib import Proc, base_env, free_port, http_get, start_worker, wait_for
+
+from workers.core.env import Settings
+from workers.dubbing.flow import child_id
+from workers.dubbing.mix import mix
+from workers.lipsync import media
+from workers.queueing.jobs import service_of
+
+FPS = 25
+
+
+def wav(seconds: float, rate: int = 22050, freq: float = 200.0) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate, format="WAV")
+    return buf.getvalue()
+
+
+def test_clips_start_at_their_segments_and_never_overlap() -> None:
+    out, seconds, placed = mix([wav(1.0), wav(0.5), wav(0.5)], [0.5, 1.0, 3.0], 2.0)
+    assert placed == [0.5, 1.5, 3.0]  # the second starts where the first ended, later than its segment
+    assert seconds == pytest.approx(3.5, abs=1e-3)
+    audio, rate = sf.read(io.BytesIO(out))
+    assert rate == 22050 and len(audio) == round(3.5 * rate)
+    assert np.abs(audio[: int(0.5 * rate)]).max() == 0  # silence before the first segment
+    _, seconds, _ = mix([wav(0.2)], [0.0], 5.0)
+    assert seconds == pytest.approx(5.0)  # never shorter than the source
+    with pytest.raises(ValueError, match="different sample rates"):
+        mix([wav(0.2, 22050), wav(0.2, 16000)], [0, 1], 0)
+    with pytest.raises(ValueError, match="2 clips for 1 segments"):
+        mix([wav(0.2), wav(0.2)], [0], 0)
+
+
+def test_stage_ids_are_the_gateways_form_and_stable() -> None:
+    dub = f"dubbing-{uuid.uuid4().hex}"
+    a, b = child_id(dub, "tts", 3), child_id(dub, "tts", 3)
+    assert a == b and service_of(a) == "tts" and a != child_id(dub, "tts", 4) != child_id(dub, "mt", 3)
+
+
+def speech_video(piper_voice, text: str, with_audio: bool = True) -> bytes:
+    """A talking-head stand-in: a moving gradient at 25 fps as long as the sentence, Piper's speech as AAC."""
+    s = piper_voice.synthesize(text, "default")
+    speech = s.samples.astype(np.float32).reshape(-1)
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as c:
+        v = c.add_stream("libx264", rate=Fraction(FPS))
+        v.width, v.height, v.pix_fmt = 160, 120, "yuv420p"
+        a = c.add_stream("aac", rate=s.sample_rate, layout="mono") if with_audio else None
+        yy, xx = np.mgrid[0:120, 0:160]
+        for i in range(int(len(speech) / s.sample_rate * FPS)):
+            img = np.stack([(xx + 4 * i) % 256, (yy + 2 * i) % 256, np.full_like(xx, 128)], -1).astype(np.uint8)
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, FPS)
+            c.mux(v.encode(f))
+        c.mux(v.encode(None))
+        if a is not None:
+            for k in range(0, len(speech), 1024):
+                af = av.AudioFrame.from_ndarray(speech[None, k:k + 1024].copy(), format="flt", layout="mono")
+                af.sample_rate, af.pts = s.sample_rate, k
+                c.mux(a.encode(af))
+            c.mux(a.encode(None))
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pipeline(redis_url: str, tmp_path_factory: pytest.TempPathFactory):
+    """Every stage's worker process and the orchestrator on one Redis, with a queue prefix of their own."""
+    from workers.lipsync.model import build_random
+    from workers.mt.random_model import main as build_marian
+
+    tmp = tmp_path_factory.mktemp("dubbing")
+    assert build_marian([str(tmp / "mt")]) == 0
+    w2l = build_random(tmp / "w2l", channels=8)
+    env = {"REDIS_URL": redis_url, "QUEUE_PREFIX": "dub" + uuid.uuid4().hex[:8],
+           "QUEUES": "dubbing,stt,mt,tts,lipsync", "QUEUE_LOCK_DURATION_MS": "10000"}
+    procs = []
+    try:
+        for name, extra in (("stt", {}), ("mt", {"MT_MODEL": str(tmp / "mt"), "MT_MAX_DECODING_LENGTH": "6"}),
+                            ("tts", {}), ("lipsync", {"LIPSYNC_MODEL": str(w2l), "LIPSYNC_CPU_THREADS": "1"})):
+            procs.append(start_worker(tmp, name, name, {**env, **extra}, ready_timeout=120)[0])
+        port = free_port()
+        orch = Proc(["-m", "workers.dubbing"], base_env(METRICS_PORT=str(port), **env), tmp / "dubbing.log")
+        procs.append(orch)
+        wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 60, "the orchestrator ready")
+        yield env, tmp, procs
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def gateway_client(env: dict, tmp: Path, **extra: str):
+    from fastapi.testclient import TestClient
+    from prometheus_client import CollectorRegistry
+
+    from workers.gateway.app import create_app
+    from workers.gateway.config import GatewayConfig
+
+    config = GatewayConfig.from_settings(Settings({**env, "GATEWAY_STATE_DIR": str(tmp / f"gw-{uuid.uuid4().hex}"),
+                                                   **extra}))
+    return TestClient(create_app(config, CollectorRegistry())), {"X-API-Key": config.api_key_file.read_text().strip()}
+
+
+def wait_final(client, headers, url: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while (state := client.get(url, headers=headers).json())["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    return state
+
+
+def logs(procs) -> str:
+    return "\n".join(p.log()[-1500:] for p in procs)
+
+
+@pytest.mark.slow
+def test_a_video_is_dubbed_through_every_stage(pipeline, piper_voice) -> None:
+    env, tmp, procs = pipeline
+    client, headers = gateway_client(env, tmp, MT_TARGET_LANGUAGES="de")
+    with client:
+        video = speech_video(piper_voice, "Please call me back tomorrow morning. The train leaves at seven.")
+        r = client.post("/v1/jobs/dubbing", headers=headers, data={"target_language": "de"},
+                        files={"file": ("talk.mp4", video, "video/mp4")})
+        assert r.status_code == 202, r.text
+        state = wait_final(client, headers, r.json()["status_url"], 240)
+        assert state["status"] == "completed", (state, logs(procs))
+        stages = state["stages"]
+        assert list(stages) == ["stt", "mt", "tts", "lipsync"]
+        result = state["result"]
+        assert [stages[s]["jobs"] for s in stages] == [1, 1, result["segments"], 1]
+        assert all(v["status"] == "completed" and v["seconds"] is not None for v in stages.values()), stages
+        order = [stages[s]["started_at_ms"] for s in stages]
+        assert order == sorted(order)  # each stage after the one before
+        assert stages["lipsync"]["finished_at_ms"] <= state["timings"]["finished_at_ms"]
+        mp4 = client.get(state["video_url"], headers=headers)
+        assert mp4.status_code == 200 and mp4.headers["content-type"] == "video/mp4"
+        d = media.durations(mp4.content)
+        assert abs(d["video"] - result["dubbed_seconds"]) <= 1 / FPS + 1e-6
+        assert abs(d["audio"] - result["dubbed_seconds"]) <= 0.1
+        assert result["dubbed_seconds"] >= result["source_seconds"] - 1 / FPS
+
+
+@pytest.mark.slow
+def test_audio_is_dubbed_without_lipsync(pipeline, piper_voice) -> None:
+    env, tmp, procs = pipeline
+    client, headers = gateway_client(env, tmp, MT_TARGET_LANGUAGES="de")
+    with client:
+        s = piper_voice.synthesize("Turn left at the next corner.", "default")
+        r = client.post("/v1/jobs/dubbing", headers=headers, data={"target_language": "de"},
+                        files={"file": ("talk.wav", s.wav_bytes(), "audio/wav")})
+        assert r.status_code == 202, r.text
+        state = wait_final(client, headers, r.json()["status_url"], 180)
+        assert state["status"] == "completed", (state, logs(procs))
+        assert list(state["stages"]) == ["stt", "mt", "tts"] and state["video_url"] is None
+        audio = client.get(state["audio_url"], headers=headers)
+        samples, rate = sf.read(io.BytesIO(audio.content))
+        assert abs(len(samples) / rate - state["result"]["dubbed_seconds"]) < 0.01
+
+
+@pytest.mark.slow
+def test_a_failed_stage_fails_the_dubbing_job_naming_it(pipeline, piper_voice) -> None:
+    """The gateway takes any language here (no MT_TARGET_LANGUAGES); the model translates to de only."""
+    env, tmp, procs = pipeline
+    client, headers = gateway_client(env, tmp)
+    with client:
+        s = piper_voice.synthesize("Thank you for calling.", "default")
+        r = client.post("/v1/jobs/dubbing", headers=headers, data={"target_language": "fr"},
+                        files={"file": ("talk.wav", s.wav_bytes(), "audio/wav")})
+        assert r.status_code == 202, r.text
+        state = wait_final(client, headers, r.json()["status_url"], 120)
+    assert state["status"] == "failed", (state, logs(procs))
+    assert state["error"].startswith("stage mt failed:") and "'fr'" in state["error"], state["error"]
+    assert state["stages"]["stt"]["status"] == "completed" and "tts" not in state["stages"]
+
+
+def test_bad_dubbing_uploads_are_named(pipeline, piper_voice) -> None:
+    env, tmp, _ = pipeline
+    client, headers = gateway_client(env, tmp, MT_TARGET_LANGUAGES="de", GATEWAY_MAX_VIDEO_BYTES="300000")
+    speech = piper_voice.synthesize("Hello there.", "default").wav_bytes()
+    cases = [
+        ("no audio track", speech_video(piper_voice, "Hello there.", with_audio=False), "de", 422, "no_audio_track"),
+        ("unknown target language", speech, "xx", 422, "unknown_language"),
+        ("corrupt container", os.urandom(4000), "de", 400, "corrupt_audio"),
+        ("oversized", os.urandom(400_000), "de", 413, "upload_too_large"),
+    ]
+    with client:
+        for what, data, target, status, code in cases:
+            r = client.post("/v1/jobs/dubbing", headers=headers, data={"target_language": target},
+                            files={"file": ("in.mp4", data, "application/octet-stream")})
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), (what, r.text)

@@ -1,0 +1,80 @@
+"""python -m workers.dubbing: the dubbing orchestrator (workers/dubbing/orchestrator.py) on the dubbing queue.
+
+Settings: QUEUES (the dubbing queue and the stage queues, as the gateway's), the queue policy (QUEUE_*),
+DUBBING_CONCURRENCY (dubbing jobs stepped at once; a step only adds jobs or mixes audio), DUBBING_VOICE (the TTS
+voice of the dubbed speech), METRICS_HOST/METRICS_PORT (9105: /healthz, /readyz, /metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+
+from bullmq import Worker
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
+from redis.asyncio import Redis
+
+from workers.core.common import Identity, MetricsEndpoint, QueuePolicy
+from workers.core.env import ConfigError, Settings, load_settings
+from workers.core.health_http import HealthServer
+from workers.core.jsonlog import setup_logging
+from workers.core.queues_setting import parse_queues
+from workers.dubbing.orchestrator import Orchestrator
+from workers.queueing.jobs import worker_options
+
+log = logging.getLogger("workers.dubbing")
+
+
+async def run(s: Settings) -> int:
+    queues = {ref.service: ref.name for ref in parse_queues(s, default="dubbing,stt,mt,tts,lipsync")}
+    missing = [q for q in ("dubbing", "stt", "mt", "tts") if q not in queues]
+    if missing:
+        raise ConfigError("QUEUES", s.text("QUEUES", ""), f"the dubbing queue and its stages; missing {missing}")
+    policy = QueuePolicy.from_settings(s)
+    endpoint = MetricsEndpoint.from_settings(s, 9105)
+    concurrency = s.integer("DUBBING_CONCURRENCY", 8, 1, 1000)
+    voice = s.text("DUBBING_VOICE", "default")
+    ident = Identity.from_settings(s)
+    setup_logging("dubbing", ident.log_level, ident.pod_name, ident.node_name)
+    registry = CollectorRegistry()
+    jobs = Counter("dubbing_jobs", "Dubbing jobs finished, by outcome", ["status"], registry=registry)
+    for status in ("completed", "failed"):
+        jobs.labels(status)
+    redis = Redis.from_url(policy.redis_url)
+    orchestrator = Orchestrator(policy, queues, redis, voice)
+    state = {"ready": False}
+    health = HealthServer(endpoint.host, endpoint.port, registry, alive=lambda: True, ready=lambda: state["ready"])
+    health.start()
+    name = f"dubbing@{ident.pod_name or socket.gethostname()}"
+    worker = Worker(queues["dubbing"], orchestrator.process, worker_options(policy, concurrency, name))
+    worker.on("completed", lambda job, result: jobs.labels("completed").inc())
+    worker.on("failed", lambda job, err: jobs.labels("failed").inc())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close()))
+    state["ready"] = True
+    log.info("ready: consuming", extra={"queue": queues["dubbing"], "concurrency": concurrency})
+    try:
+        await worker.run()
+    finally:
+        state["ready"] = False
+        await orchestrator.close()
+        await redis.aclose()
+        health.stop()
+    return 0
+
+
+def main() -> int:
+    disable_created_metrics()
+    try:
+        return asyncio.run(run(Settings(load_settings())))
+    except ConfigError as exc:
+        print(f"dubbing: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
