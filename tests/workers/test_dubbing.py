@@ -114,8 +114,9 @@ def gateway_client(env: dict, tmp: Path, **extra: str):
     from workers.gateway.app import create_app
     from workers.gateway.config import GatewayConfig
 
+    # Keys in a file of each gateway's own: every test here has a gateway of its own on the one Redis.
     config = GatewayConfig.from_settings(Settings({**env, "GATEWAY_STATE_DIR": str(tmp / f"gw-{uuid.uuid4().hex}"),
-                                                   **extra}))
+                                                   "GATEWAY_KEY_STORE": "file", **extra}))
     return TestClient(create_app(config, CollectorRegistry())), {"X-API-Key": config.api_key_file.read_text().strip()}
 
 
