@@ -12,32 +12,15 @@ render and encode code. Real time is 25 frames per wall second.
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import replace
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
-from benchlib import record, table
-
-
-def make_video(width: int, height: int, frames: int, fps: int = 25) -> bytes:
-    out = io.BytesIO()
-    with av.open(out, "w", format="mp4") as c:
-        v = c.add_stream("libx264", rate=Fraction(fps))
-        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
-        yy, xx = np.mgrid[0:height, 0:width]
-        for i in range(frames):
-            img = np.stack([(xx + 4 * i) % 256, (yy + 2 * i) % 256, np.full_like(xx, 128)], -1).astype(np.uint8)
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts, f.time_base = i, Fraction(1, fps)
-            c.mux(v.encode(f))
-        c.mux(v.encode(None))
-    return out.getvalue()
+from benchlib import REPO, record, table
 
 
 def main() -> None:
@@ -52,6 +35,9 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="write the table into docs/performance.md")
     args = parser.parse_args()
 
+    sys.path.insert(0, str(REPO / "tests" / "workers"))
+    from media_samples import mux  # the test media generator, independent of the code measured
+
     from workers.core.env import Settings
     from workers.lipsync import media
     from workers.lipsync.config import LipsyncConfig
@@ -63,7 +49,7 @@ def main() -> None:
     base = LipsyncConfig.from_settings(Settings({"LIPSYNC_MODEL": str(model), "LIPSYNC_DEVICE": args.device}))
     syncer = LipSyncer(base)
     syncer.load()
-    video = media.decode_video(make_video(args.width, args.height, 50), 600)
+    video = media.decode_video(mux(50, args.width, args.height), 600)
     t = np.arange(int(16000 * args.seconds)) / 16000
     audio = (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
     n = round(args.seconds * video.fps)

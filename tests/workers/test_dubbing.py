@@ -10,13 +10,12 @@ import io
 import os
 import time
 import uuid
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import soundfile as sf
+from media_samples import mux
 from workers_testlib import Proc, base_env, free_port, http_get, start_worker, wait_for
 
 from workers.core.env import Settings
@@ -60,25 +59,8 @@ def speech_video(piper_voice, text: str, with_audio: bool = True) -> bytes:
     """A talking-head stand-in: a moving gradient at 25 fps as long as the sentence, Piper's speech as AAC."""
     s = piper_voice.synthesize(text, "default")
     speech = s.samples.astype(np.float32).reshape(-1)
-    out = io.BytesIO()
-    with av.open(out, "w", format="mp4") as c:
-        v = c.add_stream("libx264", rate=Fraction(FPS))
-        v.width, v.height, v.pix_fmt = 160, 120, "yuv420p"
-        a = c.add_stream("aac", rate=s.sample_rate, layout="mono") if with_audio else None
-        yy, xx = np.mgrid[0:120, 0:160]
-        for i in range(int(len(speech) / s.sample_rate * FPS)):
-            img = np.stack([(xx + 4 * i) % 256, (yy + 2 * i) % 256, np.full_like(xx, 128)], -1).astype(np.uint8)
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts, f.time_base = i, Fraction(1, FPS)
-            c.mux(v.encode(f))
-        c.mux(v.encode(None))
-        if a is not None:
-            for k in range(0, len(speech), 1024):
-                af = av.AudioFrame.from_ndarray(speech[None, k:k + 1024].copy(), format="flt", layout="mono")
-                af.sample_rate, af.pts = s.sample_rate, k
-                c.mux(a.encode(af))
-            c.mux(a.encode(None))
-    return out.getvalue()
+    return mux(int(len(speech) / s.sample_rate * FPS), fps=FPS, audio=speech if with_audio else None,
+               rate=s.sample_rate)
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,14 @@ import asyncio
 import io
 import os
 import uuid
-from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 
-import av
 import numpy as np
 import pytest
 import soundfile as sf
 from bullmq import UnrecoverableError
+from media_samples import mux, tone
 
 from workers.core.env import ConfigError, Settings
 from workers.lipsync import media
@@ -32,42 +31,13 @@ W, H = 160, 120
 
 
 def make_video(frames: int = 30, audio: bool = False, fmt: str = "mp4") -> bytes:
-    """A moving gradient (so every frame differs), H.264 in MP4 (or VP9 in WebM), optionally with a tone."""
-    out = io.BytesIO()
-    with av.open(out, "w", format=fmt) as c:
-        v = c.add_stream("libx264" if fmt == "mp4" else "libvpx", rate=Fraction(FPS))
-        v.width, v.height, v.pix_fmt = W, H, "yuv420p"
-        a = c.add_stream("aac" if fmt == "mp4" else "libvorbis", rate=16000, layout="mono") if audio else None
-        yy, xx = np.mgrid[0:H, 0:W]
-        for i in range(frames):
-            img = np.stack([(xx + 4 * i) % 256, (yy + 2 * i) % 256, np.full_like(xx, 128)], -1).astype(np.uint8)
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            f.time_base = Fraction(1, FPS)
-            c.mux(v.encode(f))
-        c.mux(v.encode(None))
-        if a is not None:
-            tone = (0.2 * np.sin(np.arange(16000 * frames // FPS) * 2 * np.pi * 220 / 16000)).astype(np.float32)
-            for s in range(0, tone.size, 1024):
-                af = av.AudioFrame.from_ndarray(tone[None, s:s + 1024].copy(), format="flt", layout="mono")
-                af.sample_rate, af.pts = 16000, s
-                c.mux(a.encode(af))
-            c.mux(a.encode(None))
-    return out.getvalue()
+    """A moving gradient (so every frame differs), H.264 in MP4 (or VP8 in WebM), optionally with a tone."""
+    return mux(frames, W, H, FPS, tone(frames / FPS) if audio else None, fmt=fmt)
 
 
 def make_m4a(seconds: float = 0.5) -> bytes:
     """Audio only, in an MP4 container (what a phone calls .m4a)."""
-    out = io.BytesIO()
-    with av.open(out, "w", format="mp4") as c:
-        a = c.add_stream("aac", rate=16000, layout="mono")
-        tone = (0.2 * np.sin(np.arange(int(16000 * seconds)) * 2 * np.pi * 220 / 16000)).astype(np.float32)
-        for s in range(0, tone.size, 1024):
-            af = av.AudioFrame.from_ndarray(tone[None, s:s + 1024].copy(), format="flt", layout="mono")
-            af.sample_rate, af.pts = 16000, s
-            c.mux(a.encode(af))
-        c.mux(a.encode(None))
-    return out.getvalue()
+    return mux(0, audio=tone(seconds))
 
 
 def make_audio(seconds: float, rate: int = 22050) -> bytes:

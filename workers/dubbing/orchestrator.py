@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 class Orchestrator:
     def __init__(self, policy: QueuePolicy, queues: dict[str, str], redis: Redis, voice: str = "default") -> None:
         self.policy = policy
-        self.queue_names = queues
         self.voice = voice
         self.queues = {s: Queue(queues[s], policy.connection_opts()) for s in ("mt", "tts", "lipsync") if s in queues}
         self.blobs = {s: BlobStore(redis, policy.prefix, name) for s, name in queues.items()}

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from workers.core.env import ConfigError
 from workers.dubbing.flow import gateway_flow
 from workers.gateway.audio_check import check_audio
 from workers.gateway.backend import JobBackend
@@ -39,7 +40,8 @@ from workers.gateway.schemas import (
     MtRequest,
     TtsRequest,
 )
-from workers.gateway.video_check import check_video
+from workers.gateway.video_check import check_video, is_video
+from workers.lipsync.config import parse_box
 from workers.mt.config import LANGUAGE
 from workers.queueing.jobs import new_job_id
 
@@ -132,6 +134,14 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
 
     Key = Annotated[ApiKey, Depends(authenticate)]
 
+    async def multipart_form(request: Request, send: str, max_files: int, max_fields: int) -> Any:
+        """The request's multipart form; another content type is 415 saying what to send."""
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise ApiError(415, "unsupported_media_type", f"content type {ctype or 'none'!r} is not accepted; send "
+                           f"multipart/form-data with {send}")
+        return await request.form(max_files=max_files, max_fields=max_fields)
+
     def accepted(job_id: str, service: str) -> JSONResponse:
         url = f"/v1/jobs/{job_id}"
         body = JobAccepted(id=job_id, service=service, status="queued", status_url=url)
@@ -140,12 +150,7 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
     @app.post(STT_PATH, status_code=202, response_model=JobAccepted, responses=ERROR_RESPONSES,
               openapi_extra={"requestBody": STT_UPLOAD_SCHEMA}, summary="Submit audio for transcription")
     async def submit_stt(request: Request, key: Key) -> JSONResponse:
-        ctype = request.headers.get("content-type", "")
-        if not ctype.startswith("multipart/form-data"):
-            raise ApiError(415, "unsupported_media_type", f"content type {ctype or 'none'!r} is not accepted"
-                           "; "
-                           "send multipart/form-data with the audio in field 'file'")
-        form = await request.form(max_files=1, max_fields=4)
+        form = await multipart_form(request, "the audio in field 'file'", max_files=1, max_fields=4)
         upload = form.get("file")
         if upload is None:
             raise ApiError(422, "invalid_request", "field 'file' is required (the audio upload); "
@@ -232,11 +237,7 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
     async def submit_lipsync(request: Request, key: Key) -> JSONResponse:
         if "lipsync" not in config.queues:
             raise ApiError(404, "unknown_service", f"service 'lipsync' is not configured; services: {services}")
-        ctype = request.headers.get("content-type", "")
-        if not ctype.startswith("multipart/form-data"):
-            raise ApiError(415, "unsupported_media_type", f"content type {ctype or 'none'!r} is not accepted; send "
-                           "multipart/form-data with the files 'video' and 'audio'")
-        form = await request.form(max_files=2, max_fields=4)
+        form = await multipart_form(request, "the files 'video' and 'audio'", max_files=2, max_fields=4)
         uploads = {}
         for field in ("video", "audio"):
             upload = form.get(field)
@@ -247,9 +248,6 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
         box = form.get("face_box")
         data: dict[str, Any] = {"owner": key.key_id}
         if box is not None:
-            from workers.core.env import ConfigError
-            from workers.lipsync.config import parse_box
-
             try:
                 data["face_box"] = list(parse_box("face_box", str(box)))
             except ConfigError as exc:
@@ -280,11 +278,8 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
         if missing:
             raise ApiError(404, "unknown_service", f"dubbing needs the queues {list(DUBBING_NEEDS)}; not configured: "
                            f"{missing}; services: {services}")
-        ctype = request.headers.get("content-type", "")
-        if not ctype.startswith("multipart/form-data"):
-            raise ApiError(415, "unsupported_media_type", f"content type {ctype or 'none'!r} is not accepted; send "
-                           "multipart/form-data with the media in field 'file' and 'target_language'")
-        form = await request.form(max_files=1, max_fields=6)
+        form = await multipart_form(request, "the media in field 'file' and 'target_language'", max_files=1,
+                                    max_fields=6)
         upload, target = form.get("file"), form.get("target_language")
         if not isinstance(upload, UploadFile):
             raise ApiError(422, "invalid_request", "field 'file' must be a file upload (a video or audio); got "
@@ -298,8 +293,6 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
                            f"{list(config.voices)}")
         media = await upload.read()
         name = upload.filename or "upload"
-        from workers.gateway.video_check import is_video
-
         video = await run_in_threadpool(is_video, media)
         dubbing_id = new_job_id("dubbing")
         be = backend(request)

@@ -9,21 +9,12 @@ from pathlib import Path
 from workers.core.common import Identity, QueuePolicy
 from workers.core.env import ConfigError, Settings
 from workers.core.queues_setting import parse_queues
+from workers.mt.config import parse_languages
 
 
 def _default_state_dir() -> str:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return str(Path(base) / "model-gateway")
-
-
-def _languages(s: Settings) -> tuple[str, ...]:
-    from workers.mt.config import LANGUAGE
-
-    raw = s.text("MT_TARGET_LANGUAGES", "")
-    langs = tuple(x.strip() for x in raw.split(",") if x.strip())
-    if any(not LANGUAGE.match(x) for x in langs):
-        raise ConfigError("MT_TARGET_LANGUAGES", raw, "a comma-separated list of language codes such as 'de,fr'")
-    return langs
 
 
 @dataclass(frozen=True)
@@ -80,7 +71,8 @@ class GatewayConfig:
             rate_per_s=s.number("GATEWAY_RATE_LIMIT_PER_S", 20.0, 0.01, 1e6),
             rate_burst=s.integer("GATEWAY_RATE_LIMIT_BURST", 40, 1, 10**7),
             voices=tuple(s.name_list("TTS_VOICES", "default")),
-            mt_target_languages=_languages(s),
+            mt_target_languages=parse_languages("MT_TARGET_LANGUAGES", s.text("MT_TARGET_LANGUAGES", ""),
+                                                allow_empty=True),
             max_segments=s.integer("GATEWAY_MAX_SEGMENTS", 256, 1, 100_000),
             max_video_bytes=s.integer("GATEWAY_MAX_VIDEO_BYTES", 100 * 1024 * 1024, 1024, 16 * 1024**3),
             max_video_seconds=s.number("GATEWAY_MAX_VIDEO_SECONDS", 120.0, 1.0, 86400.0),

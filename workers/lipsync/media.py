@@ -65,21 +65,17 @@ def decode_video(data: bytes, max_seconds: float) -> Video:
 
 
 def decode_audio(data: bytes, max_seconds: float) -> np.ndarray:
-    """The first audio track as 16 kHz mono float32."""
+    """The first audio track as 16 kHz mono float32: faster-whisper's decode_audio (the STT worker's, PyAV), after
+    a check that there is an audio track to decode."""
+    from faster_whisper import decode_audio as whisper_decode
+
     with _open(data, "the audio") as container:
         if not container.streams.audio:
             raise MediaError("the audio has no audio track")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        chunks = []
-        try:
-            for frame in container.decode(container.streams.audio[0]):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-        except av.error.FFmpegError as exc:
-            raise MediaError(f"the audio does not decode: {exc}") from exc
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    try:
+        audio = whisper_decode(io.BytesIO(data), sampling_rate=SAMPLE_RATE).astype(np.float32)
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"the audio does not decode: {exc}") from exc
     if audio.size == 0:
         raise MediaError("the audio track is empty")
     if audio.size / SAMPLE_RATE > max_seconds:

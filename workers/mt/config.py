@@ -37,10 +37,12 @@ def _check_model(value: str) -> Path:
     return path
 
 
-def _languages(name: str, raw: str) -> tuple[str, ...]:
+def parse_languages(name: str, raw: str, allow_empty: bool = False) -> tuple[str, ...]:
+    """A comma-separated list of language codes (the worker's MT_TARGET_LANGUAGES, and the gateway's copy of it,
+    which may be empty: any code then)."""
     langs = tuple(x.strip() for x in raw.split(",") if x.strip())
     bad = [x for x in langs if not LANGUAGE.match(x)]
-    if not langs or bad:
+    if (not langs and not allow_empty) or bad:
         raise ConfigError(name, raw, "a comma-separated list of language codes such as 'de' or 'de,fr,pt_BR'")
     return langs
 
@@ -79,7 +81,8 @@ class MtConfig:
         if not LANGUAGE.match(source):
             raise ConfigError("MT_SOURCE_LANGUAGE", source, "a language code such as 'en' (the model's "
                               "tokenizer_config.json names none)")
-        targets = _languages("MT_TARGET_LANGUAGES", s.text("MT_TARGET_LANGUAGES", str(tok.get("target_lang") or "")))
+        targets = parse_languages("MT_TARGET_LANGUAGES",
+                                  s.text("MT_TARGET_LANGUAGES", str(tok.get("target_lang") or "")))
         device = s.choice("MT_DEVICE", "cpu", ("cpu", "cuda", "auto"))
         return cls(
             model=model,

@@ -28,7 +28,7 @@ class BlobStore:
         return key.startswith(self._base + ":")
 
     async def get(self, key: str) -> bytes | None:
-        if not key.startswith(self._base + ":"):
+        if not self.holds(key):
             raise ValueError(f"blob key {key!r} is outside {self._base!r}")
         return await self._redis.get(key)
 
