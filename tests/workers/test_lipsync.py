@@ -191,6 +191,7 @@ def test_the_engine_through_redis_blobs(model, redis_url: str) -> None:
 
     item, record, stored, ttl, errors, left = asyncio.run(scenario())
     assert record["frames"] == round(1.5 * FPS) and abs(record["duration_s"] - 1.5) <= 1 / FPS
+    assert record["model"] == "model (random weights)"  # simulated weights are labelled in the output
     assert item.box == (0.2, 0.2, 0.8, 0.8)
     assert stored is not None and 0 < ttl <= 60 and media.durations(stored)["frames"] == record["frames"]
     assert "'audio_key'" in errors[0]

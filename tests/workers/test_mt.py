@@ -209,3 +209,12 @@ def test_jobs_through_the_gateway_and_a_worker_process(models, redis_url: str, t
         assert metric(port, "model_worker_batch_size_count", service="mt") < 3  # batched across jobs
     finally:
         worker.stop()
+
+
+def test_a_random_weight_model_is_labelled_in_every_result(tmp_path: Path) -> None:
+    from workers.mt.random_model import main as build
+
+    assert build([str(tmp_path / "demo")]) == 0
+    assert (tmp_path / "demo" / "RANDOM_WEIGHTS.txt").is_file()
+    engine = MtEngine(config(tmp_path / "demo"))
+    assert engine.describe()["model"] == "demo (random weights)"

@@ -107,4 +107,7 @@ class LipsyncEngine(Engine):
                 await self.blobs.delete(data[field])
 
     def describe(self) -> dict[str, str]:
-        return {"model": self.config.model.name, "device": self.config.device, "compute_type": "float32"}
+        # A model built by workers/lipsync/model.py's build_random says so in every result and in model_worker_info.
+        random = (self.config.model / "RANDOM_WEIGHTS.txt").is_file()
+        return {"model": self.config.model.name + (" (random weights)" if random else ""),
+                "device": self.config.device, "compute_type": "float32"}

@@ -97,5 +97,7 @@ class MtEngine(Engine):
         return item.media_seconds
 
     def describe(self) -> dict[str, str]:
-        return {"model": self.config.model.name, "device": self.config.device,
+        # A model built by workers/mt/random_model.py says so in every result and in model_worker_info.
+        random = (self.config.model / "RANDOM_WEIGHTS.txt").is_file()
+        return {"model": self.config.model.name + (" (random weights)" if random else ""), "device": self.config.device,
                 "compute_type": self.config.compute_type}
