@@ -189,3 +189,70 @@ def test_bad_dubbing_uploads_are_named(pipeline, piper_voice) -> None:
             r = client.post("/v1/jobs/dubbing", headers=headers, data={"target_language": target},
                             files={"file": ("in.mp4", data, "application/octet-stream")})
             assert (r.status_code, r.json()["error"]["code"]) == (status, code), (what, r.text)
+
+
+def test_a_failed_dubbing_job_leaves_no_stage_job_waiting(redis_url: str) -> None:
+    """A dubbing job at its tts stage (four tts jobs) whose first tts job fails: BullMQ fails the dubbing job
+    (failParentOnFailure), and the sweep removes the three tts jobs no worker took, so no worker runs them for
+    nothing; the gateway's view counts them as cancelled."""
+    import asyncio
+
+    from bullmq import FlowProducer, Job, Queue, UnrecoverableError, Worker
+    from redis.asyncio import Redis
+
+    from workers.core.common import QueuePolicy
+    from workers.dubbing.orchestrator import Orchestrator
+    from workers.queueing.jobs import job_options
+
+    async def scenario() -> tuple[dict, dict, str, list]:
+        prefix = "dsw" + uuid.uuid4().hex[:8]
+        policy = QueuePolicy.from_settings(Settings({"REDIS_URL": redis_url, "QUEUE_PREFIX": prefix}))
+        queues = {s: s for s in ("dubbing", "stt", "mt", "tts")}
+        redis = Redis.from_url(redis_url)
+        orch = Orchestrator(policy, queues, redis)
+        dub = f"dubbing-{uuid.uuid4().hex}"
+        flows = FlowProducer(policy.connection_opts())
+        tts_ids = [child_id(dub, "tts", i) for i in range(4)]
+        await flows.add({"name": "dubbing", "queueName": "dubbing", "opts": job_options(policy, dub),
+                         "data": {"step": "tts", "stages": {"tts": tts_ids}, "target_language": "de"},
+                         "children": [{"name": "tts", "queueName": "tts", "data": {"text": str(i)},
+                                       "opts": {**job_options(policy, jid), "failParentOnFailure": True}}
+                                      for i, jid in enumerate(tts_ids)]})
+        seen: list[str] = []
+        done = asyncio.Event()
+
+        async def fail_one(job, token):
+            seen.append(job.id)
+            done.set()
+            raise UnrecoverableError("stage tts: the voice model is gone")
+
+        worker = Worker("tts", fail_one, {**policy.connection_opts(), "concurrency": 1, "autorun": False})
+        task = asyncio.ensure_future(worker.run())
+        await asyncio.wait_for(done.wait(), 30)
+        await worker.close()
+        task.cancel()
+        # BullMQ sends the dubbing job back to wait with a deferred failure; the orchestrator's worker fails it.
+        stepper = Worker("dubbing", orch.process, {**policy.connection_opts(), "autorun": False})
+        stepping = asyncio.ensure_future(stepper.run())
+        tts = Queue("tts", policy.connection_opts())
+        deadline = time.monotonic() + 10
+        while (state := await (await Job.fromId(orch.dubbing, dub)).getState()) != "failed":
+            assert time.monotonic() < deadline, state
+            await asyncio.sleep(0.1)
+        await stepper.close()
+        stepping.cancel()
+        before = await tts.getJobCounts("waiting", "failed")
+        swept = await orch.sweep_failed()
+        again = await orch.sweep_failed()  # nothing new failed: nothing swept twice
+        after = await tts.getJobCounts("waiting", "failed")
+        parent = await Job.fromId(orch.dubbing, dub)
+        for closing in (tts, flows, orch):
+            await closing.close()
+        await redis.aclose()
+        return before, after, dub, [swept, again, seen, parent.data]
+
+    before, after, dub, (swept, again, seen, data) = asyncio.run(scenario())
+    assert before == {"waiting": 3, "failed": 1}, before
+    assert after == {"waiting": 0, "failed": 1}, after
+    assert swept == {dub: sorted(set(child_id(dub, "tts", i) for i in range(4)) - set(seen))} and again == {}
+    assert sorted(data["cancelled"]) == swept[dub]

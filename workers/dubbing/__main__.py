@@ -2,7 +2,8 @@
 
 Settings: QUEUES (the dubbing queue and the stage queues, as the gateway's), the queue policy (QUEUE_*),
 DUBBING_CONCURRENCY (dubbing jobs stepped at once; a step only adds jobs or mixes audio), DUBBING_VOICE (the TTS
-voice of the dubbed speech), METRICS_HOST/METRICS_PORT (9105: /healthz, /readyz, /metrics).
+voice of the dubbed speech), DUBBING_SWEEP_INTERVAL_S (how often failed dubbing jobs' unprocessed stage jobs are
+removed, default 2), METRICS_HOST/METRICS_PORT (9105: /healthz, /readyz, /metrics).
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ async def run(s: Settings) -> int:
     endpoint = MetricsEndpoint.from_settings(s, 9105)
     concurrency = s.integer("DUBBING_CONCURRENCY", 8, 1, 1000)
     voice = s.text("DUBBING_VOICE", "default")
+    sweep_every = s.number("DUBBING_SWEEP_INTERVAL_S", 2.0, 0.1, 3600.0)
     ident = Identity.from_settings(s)
     setup_logging("dubbing", ident.log_level, ident.pod_name, ident.node_name)
     registry = CollectorRegistry()
     jobs = Counter("dubbing_jobs", "Dubbing jobs finished, by outcome", ["status"], registry=registry)
     for status in ("completed", "failed"):
         jobs.labels(status)
+    cancelled = Counter("dubbing_stage_jobs_cancelled", "Stage jobs of failed dubbing jobs removed before any worker "
+                        "took them", registry=registry)
     redis = Redis.from_url(policy.redis_url)
     orchestrator = Orchestrator(policy, queues, redis, voice)
     state = {"ready": False}
@@ -51,7 +55,21 @@ async def run(s: Settings) -> int:
     name = f"dubbing@{ident.pod_name or socket.gethostname()}"
     worker = Worker(queues["dubbing"], orchestrator.process, worker_options(policy, concurrency, name))
     worker.on("completed", lambda job, result: jobs.labels("completed").inc())
+    # A failed stage job moves its dubbing job back to wait with a deferred failure, and this worker fails it.
     worker.on("failed", lambda job, err: jobs.labels("failed").inc())
+
+    async def sweep() -> None:
+        # From the failed set rather than the failed event: a dubbing job failed by the stalled-job check, or
+        # while this process was stopping, is swept all the same.
+        while True:
+            try:
+                swept = await orchestrator.sweep_failed()
+                cancelled.inc(sum(len(v) for v in swept.values()))
+            except Exception:  # Redis away for a moment: the next round catches up (the sweep keeps its place)
+                log.exception("sweeping failed dubbing jobs")
+            await asyncio.sleep(sweep_every)
+
+    sweeper = asyncio.ensure_future(sweep())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close()))
@@ -61,6 +79,7 @@ async def run(s: Settings) -> int:
         await worker.run()
     finally:
         state["ready"] = False
+        sweeper.cancel()
         await orchestrator.close()
         await redis.aclose()
         health.stop()

@@ -8,6 +8,14 @@
 
 Each step records what it added in the job's data (``stages``: the child ids per stage, ``step``), then moves the job
 to waiting-children; BullMQ runs it again when they are all done, and fails it when one fails (failParentOnFailure).
+
+A failed child sends the dubbing job back to wait with a deferred failure (BullMQ's moveToFinished script), and
+this worker fails it when it takes it; its siblings would still run (a dubbing job's twenty TTS jobs, one of them
+failed, leave nineteen for nobody). ``sweep_failed`` removes them: for each dubbing
+job failed since the last sweep it runs BullMQ's removeUnprocessedChildren script (the one Node's
+``Job.removeUnprocessedChildren`` runs; the Python package ships it without a wrapper), which removes every child
+no worker holds, and records their ids in the job's ``cancelled``. A child a worker is running finishes and is kept
+like any finished job.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import time
 from typing import Any
 
 from bullmq import Job, Queue, UnrecoverableError, WaitingChildrenError
+from bullmq.redis_connection import loadScript
 from redis.asyncio import Redis
 
 from workers.core.common import QueuePolicy
@@ -33,10 +42,46 @@ class Orchestrator:
         self.voice = voice
         self.queues = {s: Queue(queues[s], policy.connection_opts()) for s in ("mt", "tts", "lipsync") if s in queues}
         self.blobs = {s: BlobStore(redis, policy.prefix, name) for s, name in queues.items()}
+        self.dubbing = Queue(queues["dubbing"], policy.connection_opts())
+        self.redis = redis
+        self._remove_unprocessed = redis.register_script(loadScript("removeUnprocessedChildren-2.lua"))
+        self._swept_since = 0.0
+        self._swept_edge: set[str] = set()
 
     async def close(self) -> None:
-        for q in self.queues.values():
+        for q in (*self.queues.values(), self.dubbing):
             await q.close()
+
+    async def sweep_failed(self) -> dict[str, list[str]]:
+        """Remove the unprocessed children of every dubbing job failed since the last call: {dubbing id: removed
+        child ids}. The failed set is scored by finish time; the jobs at the last score seen are remembered, so a
+        job failing in that same millisecond is swept too and none is swept twice."""
+        failed_key = self.dubbing.toKey("failed")
+        entries = await self.redis.zrangebyscore(failed_key, self._swept_since, "+inf", withscores=True)
+        swept: dict[str, list[str]] = {}
+        for raw, score in entries:
+            jid = raw.decode() if isinstance(raw, bytes) else raw
+            if score == self._swept_since and jid in self._swept_edge:
+                continue
+            if score > self._swept_since:
+                self._swept_since, self._swept_edge = score, set()
+            self._swept_edge.add(jid)
+            job_key = self.dubbing.toKey(jid)
+            before = {k.decode() if isinstance(k, bytes) else k
+                      for k in await self.redis.smembers(f"{job_key}:dependencies")}
+            await self._remove_unprocessed(keys=[job_key, self.dubbing.keys["meta"]],
+                                           args=[self.dubbing.toKey(""), jid])
+            after = {k.decode() if isinstance(k, bytes) else k
+                     for k in await self.redis.smembers(f"{job_key}:dependencies")}
+            removed = sorted(k.rsplit(":", 1)[-1] for k in before - after)
+            swept[jid] = removed
+            if removed:
+                job = await Job.fromId(self.dubbing, jid)
+                if job is not None:
+                    await job.updateData({**job.data, "cancelled": sorted({*job.data.get("cancelled", []), *removed})})
+                log.info("dubbing job failed: its unprocessed stage jobs removed",
+                         extra={"job_id": jid, "removed": len(removed)})
+        return swept
 
     async def _add(self, job: Job, stage: str, index: int, data: dict[str, Any]) -> str:
         if stage not in self.queues:

@@ -319,15 +319,19 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
     async def stage_view(request: Request, view: Any) -> dict[str, Any]:
         """Each stage of a dubbing job: its jobs' states, and when the first started and the last finished."""
         out: dict[str, Any] = {}
+        # Stage jobs the orchestrator removed when the dubbing job failed (no worker had taken them).
+        cancelled = set((view.data or {}).get("cancelled") or [])
         for stage, ids in ((view.data or {}).get("stages") or {}).items():
             jobs = [await backend(request).get(j) for j in ids]
-            states = [j.state if j else "missing" for j in jobs]
+            states = [j.state if j else "cancelled" if jid in cancelled else "missing"
+                      for jid, j in zip(ids, jobs, strict=True)]
             started = [j.started_ms for j in jobs if j and j.started_ms]
             finished = [j.finished_ms for j in jobs if j and j.finished_ms]
-            status = next((s for s in ("failed", "missing", "active", "waiting", "delayed", "prioritized")
+            status = next((s for s in ("failed", "missing", "active", "waiting", "delayed", "prioritized", "cancelled")
                            if s in states), "completed")
             out[stage] = {
                 "status": status, "jobs": len(ids), "completed": states.count("completed"),
+                "cancelled": states.count("cancelled"),
                 "started_at_ms": min(started) if started else None,
                 "finished_at_ms": max(finished) if status == "completed" and finished else None,
                 "seconds": round((max(finished) - min(started)) / 1000, 3)
