@@ -81,3 +81,54 @@ def test_mt_without_a_model_volume_is_refused_before_anything_is_applied(tmp_pat
     assert rc != 0
     assert f"service(s) {named} mount a model" in log and "harness_model_volumes" in log
     assert "persistentVolumeClaim" in log  # what is allowed
+
+
+def env_of(deployment: dict) -> dict:
+    return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_the_dubbing_pipeline_deploys_its_orchestrator_and_names_its_queue(tmp_path):
+    """harness_dubbing_enabled: the orchestrator runs from the gateway's image with the workers' queue policy, and
+    the gateway, the exporter and the orchestrator all see the dubbing queue beside the stage queues."""
+    rc, r, log = render(tmp_path, "gke", harness_model_volumes={"mt": PVC}, harness_dubbing_enabled=True)
+    assert rc == 0, log[-3000:]
+    orch = obj(r, "Deployment", "dubbing")
+    pod = orch["spec"]["template"]["spec"]
+    assert pod["containers"][0]["command"] == ["python", "-m", "workers.dubbing"]
+    assert pod["containers"][0]["image"] == obj(r, "Deployment", "gateway")["spec"]["template"]["spec"][
+        "containers"][0]["image"]
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"].get("limits", {})  # it only adds jobs
+    mt_env, env = env_of(obj(r, "Deployment", "mt")), env_of(orch)
+    for name in ("QUEUE_ATTEMPTS", "QUEUE_LOCK_DURATION_MS", "QUEUE_STALLED_INTERVAL_MS"):
+        assert env[name] == mt_env[name], name
+    for app in ("dubbing", "gateway", "queue-exporter"):
+        queues = set(env_of(obj(r, "Deployment", app))["QUEUES"].split(","))
+        assert {"dubbing:dubbing", "stt:stt", "mt:mt", "tts:tts"} <= queues, (app, queues)
+    ingress = obj(r, "NetworkPolicy", "dubbing")["spec"]["ingress"][0]
+    assert ingress["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert obj(r, "ServiceMonitor", "dubbing")["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "dubbing"}
+    assert obj(r, "Service", "dubbing")["spec"]["ports"][0]["port"] == 9105
+
+
+def test_without_the_pipeline_there_is_no_orchestrator_and_no_dubbing_queue(tmp_path):
+    rc, r, log = render(tmp_path, "gke", harness_model_volumes={"mt": PVC})
+    assert rc == 0, log[-3000:]
+    assert not [o for o in r["objects"] if o["metadata"]["name"] == "dubbing"]
+    assert "dubbing" not in env_of(obj(r, "Deployment", "gateway"))["QUEUES"]
+
+
+def test_the_pipeline_without_its_stage_services_is_refused(tmp_path):
+    no_mt = [{**s, "enabled": False} if s["name"] == "mt" else s for s in enabled_mt()]
+    rc, _, log = render(tmp_path, "gke", harness_dubbing_enabled=True, harness_services=no_mt)
+    assert rc != 0
+    assert "harness_dubbing_enabled is true but the service(s) mt are not enabled" in log, log[-2000:]
+
+
+def test_the_local_dubbing_vars_are_the_default_table_with_mt_enabled():
+    """inventories/local/dubbing.yml copies the table (an extra-vars file replaces a list whole): it must not drift."""
+    extra = yaml.safe_load((REPO / "inventories/local/dubbing.yml").read_text())
+    assert extra["harness_dubbing_enabled"] is True
+    assert [{k: v for k, v in s.items() if k != "enabled"} for s in extra["harness_services"]] == [
+        {k: v for k, v in s.items() if k != "enabled"} for s in SERVICES]
+    assert {s["name"] for s in extra["harness_services"] if s["enabled"]} == {"stt", "tts", "mt"}
