@@ -107,8 +107,21 @@ def gateway_ready() -> bool:
         return False
 
 
+class NotYet:
+    """A falsy answer of a wait_for check that says why (its repr is what a timed-out wait prints)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return self.reason
+
+
 def wait_for(what: str, check: Callable[[], object], timeout: float, interval: float = 1.0):
-    """Poll until check() returns a truthy value; fail naming `what` and the last value seen."""
+    """Poll until check() returns a truthy value; fail naming `what` and the last value seen (a NotYet's reason)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

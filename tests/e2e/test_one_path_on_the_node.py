@@ -82,17 +82,30 @@ def _not_terminating(pods):
     return [p for p in pods if p.metadata.deletion_timestamp is None]
 
 
-def _at_rest() -> list | None:
-    """Every Deployment and StatefulSet available at its wanted count, and every pod Ready on the real node."""
+def _pod_state(pod) -> str:
+    """A pod's phase, node and why a container is not ready (waiting or terminated reason), for a failure message."""
+    why = [f"{c.name}: {(c.state.waiting or c.state.terminated).reason}" if (c.state.waiting or c.state.terminated)
+           else f"{c.name}: running, ready={c.ready}" for c in pod.status.container_statuses or []]
+    return (f"{pod.metadata.name} {pod.status.phase} {pod.status.reason or ''} on {pod.spec.node_name}"
+            f" [{'; '.join(why)}]")
+
+
+def _at_rest() -> list | stack.NotYet:
+    """Every Deployment and StatefulSet available at its wanted count, and every pod Ready on the real node (or,
+    falsy, what is not)."""
     ns = k.namespace()
     deployments = {d.metadata.name: d for d in k.apps().list_namespaced_deployment(ns).items}
     sets = {s.metadata.name: s for s in k.apps().list_namespaced_stateful_set(ns).items}
     assert set(deployments) >= DEPLOYMENTS and set(sets) >= STATEFULSETS, (sorted(deployments), sorted(sets))
-    short = [n for n, d in deployments.items() if (d.status.available_replicas or 0) < (d.spec.replicas or 0)]
-    short += [n for n, s in sets.items() if (s.status.ready_replicas or 0) < (s.spec.replicas or 0)]
+    short = [f"{n} {d.status.available_replicas or 0}/{d.spec.replicas} available" for n, d in deployments.items()
+             if (d.status.available_replicas or 0) < (d.spec.replicas or 0)]
+    short += [f"{n} {s.status.ready_replicas or 0}/{s.spec.replicas} ready" for n, s in sets.items()
+              if (s.status.ready_replicas or 0) < (s.spec.replicas or 0)]
     pods = _not_terminating(k.core().list_namespaced_pod(ns).items)
-    elsewhere = [p.metadata.name for p in pods if p.spec.node_name != k.real_node_name() or not k.ready(p)]
-    return None if short or elsewhere else pods
+    elsewhere = [_pod_state(p) for p in pods if p.spec.node_name != k.real_node_name() or not k.ready(p)]
+    if short or elsewhere:
+        return stack.NotYet(f"short: {short}; pods not Ready on {k.real_node_name()}: {elsewhere}")
+    return pods
 
 
 def test_every_workload_is_available_with_every_pod_on_the_real_node():
