@@ -47,12 +47,15 @@ def build_exporter(cfg: ExporterSettings) -> CostExporter:
     ledger.forecast_window_seconds = cfg.forecast_window
     core_v1 = load_core_v1(cfg.kubeconfig)
 
-    read_job_rates = None
+    read_job_rates = read_media_rate = None
     if cfg.prometheus_url:
         url = cfg.prometheus_url
 
         def read_job_rates(config: CostConfig) -> dict[str, float]:
             return PrometheusJobRates(url, config.jobs_rate_window, cfg.api_timeout).fetch()
+
+        def read_media_rate(config: CostConfig) -> float | None:
+            return PrometheusJobRates(url, config.jobs_rate_window, cfg.api_timeout).media_rate()
 
     return CostExporter(
         watcher=watcher,
@@ -62,6 +65,7 @@ def build_exporter(cfg: ExporterSettings) -> CostExporter:
         state_file=None if cfg.once else cfg.state_file,
         max_gap_seconds=cfg.max_gap,
         clock=settable_clock(cfg.clock_start),
+        read_media_rate=read_media_rate,
     )
 
 

@@ -69,7 +69,7 @@ def cluster():
     return state
 
 
-def make_exporter(tmp_path, cluster, job_rates=None, clock=None):
+def make_exporter(tmp_path, cluster, job_rates=None, clock=None, media_rate=None):
     cfg = tmp_path / "cost.yml"
     if not cfg.exists():
         write_config(cfg)
@@ -81,6 +81,7 @@ def make_exporter(tmp_path, cluster, job_rates=None, clock=None):
         state_file=tmp_path / "state.json",
         max_gap_seconds=300,
         clock=clock or Clock(T),
+        read_media_rate=(lambda _c: media_rate) if media_rate is not None else None,
     )
 
 
@@ -94,6 +95,20 @@ def value(scraped, name, **labels):
     found = [v for lab, v in samples(scraped, name) if all(lab.get(k) == x for k, x in labels.items())]
     assert len(found) == 1, (name, labels, samples(scraped, name))
     return found[0]
+
+
+def test_each_dubbing_stage_has_its_cost_per_dubbed_media_minute(tmp_path, cluster):
+    exporter = make_exporter(tmp_path, cluster, job_rates={"stt": 0.02}, media_rate=0.5)  # 30 media min per hour
+    exporter.update()
+    scraped = scrape(registry_for(exporter))
+    # stt: 2 GPUs at a quarter share; tts: one (the fixture's cluster): their cost per hour / 30 media minutes.
+    assert value(scraped, "dubbing_cost_per_media_minute", service="stt") == pytest.approx(2 * 0.25 * G2 / 30)
+    assert value(scraped, "dubbing_cost_per_media_minute", service="tts") == pytest.approx(0.25 * G2 / 30)
+    # No dubbing finished in the window (rate 0) or no orchestrator (no series): no figure, not a zero.
+    for rate in (0.0, None):
+        idle = make_exporter(tmp_path, cluster, job_rates={}, media_rate=rate)
+        idle.update()
+        assert samples(scrape(registry_for(idle)), "dubbing_cost_per_media_minute") == []
 
 
 def test_all_contract_metrics_with_their_labels_and_values(tmp_path, cluster):

@@ -47,7 +47,10 @@ EXTRA_METRICS = (
     "cost_exporter_config_reload_success",
     "cost_exporter_unpriced_nodes",
     "cost_exporter_unattributed_pods",
+    "dubbing_cost_per_media_minute",
 )
+# The services a dubbing job runs through (workers/dubbing/flow.py STAGES): each one's cost per dubbed media minute.
+DUBBING_STAGES = ("stt", "mt", "tts", "lipsync")
 METRIC_NAMES = CONTRACT_METRICS + EXTRA_METRICS
 
 
@@ -104,6 +107,8 @@ class Published:
     cluster_ok: bool
     prometheus_ok: bool | None
     config_ok: bool
+    # Dubbed media seconds per second (dubbing_media_seconds_total's rate); None: not read or no orchestrator.
+    media_rate: float | None = None
 
 
 class CostExporter:
@@ -116,7 +121,9 @@ class CostExporter:
         state_file: Path | None,
         max_gap_seconds: float,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        read_media_rate: Callable[[CostConfig], float | None] | None = None,
     ) -> None:
+        self._read_media_rate = read_media_rate
         self.watcher = watcher
         self.ledger = ledger
         self._read_inventory = read_inventory
@@ -135,6 +142,7 @@ class CostExporter:
         now: dt.datetime | None,
         cluster_ok: bool,
         prometheus_ok: bool | None = None,
+        media_rate: float | None = None,
     ) -> Published:
         cfg = self.watcher.config
         when = now or self._clock()
@@ -151,6 +159,7 @@ class CostExporter:
             cluster_ok=cluster_ok,
             prometheus_ok=prometheus_ok,
             config_ok=self.watcher.reload_ok,
+            media_rate=media_rate,
         )
 
     def update(self) -> Published:
@@ -167,6 +176,7 @@ class CostExporter:
                     self.published.updated,
                     cluster_ok=False,
                     prometheus_ok=self.published.prometheus_ok,
+                    media_rate=self.published.media_rate,
                 )
                 return self.published
             snapshot = compute_costs(inventory, cfg.prices, cfg.services, cfg.service_label)
@@ -182,6 +192,13 @@ class CostExporter:
                 except Exception as exc:  # cost per job is skipped, the rest goes on
                     log.warning("completed-job rates unavailable: %s", exc)
                     prometheus_ok = False
+            media_rate: float | None = None
+            if self._read_media_rate is not None and prometheus_ok is not False:
+                try:
+                    media_rate = self._read_media_rate(cfg)
+                except Exception as exc:  # the cost per dubbed minute is skipped, the rest goes on
+                    log.warning("dubbed media rate unavailable: %s", exc)
+                    prometheus_ok = False
             now = self._clock()
             self.ledger.advance(
                 now,
@@ -190,7 +207,8 @@ class CostExporter:
             )
             if self._state_file is not None:
                 self.ledger.save(self._state_file)
-            self.published = self._publish(snapshot, rates, now, cluster_ok=True, prometheus_ok=prometheus_ok)
+            self.published = self._publish(snapshot, rates, now, cluster_ok=True, prometheus_ok=prometheus_ok,
+                                           media_rate=media_rate)
             return self.published
 
 
@@ -302,8 +320,16 @@ class CostCollector(Collector):
             f"Service cost per second / completed jobs per second, {currency}.",
             ["service", "queue_name"],
         )
+        per_media_minute = _gauge(
+            "dubbing_cost_per_media_minute",
+            f"A dubbing stage service's cost per minute of source media dubbed: its cost per second / dubbed "
+            f"media seconds per second x 60, {currency} (while dubbing jobs finish).",
+            ["service"],
+        )
         for s in p.config.services:
             c = snap.services[s.name]
+            if s.name in DUBBING_STAGES and p.media_rate:
+                per_media_minute.add_metric([s.name], c.cost_per_hour / 3600.0 / p.media_rate * 60.0)
             per_hour.add_metric([s.name, s.namespace], c.cost_per_hour)
             per_minute.add_metric([s.name, s.namespace], c.cost_per_hour / 60.0)
             if p.job_rates is not None:
@@ -318,4 +344,4 @@ class CostCollector(Collector):
             [],
         )
         unattributed.add_metric([], snap.unattributed_pods)
-        yield from (gpu, per_hour, per_minute, per_job, unpriced, unattributed)
+        yield from (gpu, per_hour, per_minute, per_job, per_media_minute, unpriced, unattributed)

@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 JOBS_METRIC = "model_worker_jobs_total"
+# Seconds of source media the dubbing orchestrator finished dubbing (workers/dubbing), for the cost per dubbed
+# media minute of each stage service.
+MEDIA_METRIC = "dubbing_media_seconds_total"
 
 
 class PrometheusQueryError(RuntimeError):
@@ -25,8 +28,13 @@ def completed_jobs_query(window: str) -> str:
     return f'sum by (service) (rate({JOBS_METRIC}{{status="completed"}}[{window}]))'
 
 
-def parse_vector(response: Mapping[str, Any], label: str = "service") -> dict[str, float]:
-    """{label value: sample value} from an instant-vector query response."""
+def media_rate_query(window: str) -> str:
+    return f"sum(rate({MEDIA_METRIC}[{window}]))"
+
+
+def parse_vector(response: Mapping[str, Any], label: str | None = "service") -> dict[str, float]:
+    """{label value: sample value} from an instant-vector query response (label None: an aggregate with no
+    labels, keyed "")."""
     if response.get("status") != "success":
         raise PrometheusQueryError(f"query failed: {response.get('errorType')}: {response.get('error')}")
     data = response.get("data") or {}
@@ -34,7 +42,7 @@ def parse_vector(response: Mapping[str, Any], label: str = "service") -> dict[st
         raise PrometheusQueryError(f"expected a vector result, got {data.get('resultType')!r}")
     out: dict[str, float] = {}
     for item in data.get("result", []):
-        key = item.get("metric", {}).get(label)
+        key = item.get("metric", {}).get(label) if label is not None else ""
         if key is None:
             continue
         out[key] = float(item["value"][1])
@@ -48,7 +56,15 @@ class PrometheusJobRates:
         self.timeout = timeout
 
     def fetch(self) -> dict[str, float]:
-        query = urllib.parse.urlencode({"query": completed_jobs_query(self.window)})
+        return parse_vector(self._query(completed_jobs_query(self.window)))
+
+    def media_rate(self) -> float | None:
+        """Dubbed media seconds per second over the window; None where no orchestrator reports (no series)."""
+        result = parse_vector(self._query(media_rate_query(self.window)), label=None)
+        return None if not result else next(iter(result.values()))
+
+    def _query(self, expr: str) -> dict[str, Any]:
+        query = urllib.parse.urlencode({"query": expr})
         url = f"{self.base_url}/api/v1/query?{query}"
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as resp:  # noqa: S310 - URL validated at start
@@ -61,4 +77,4 @@ class PrometheusJobRates:
                 raise PrometheusQueryError(f"GET {url}: HTTP {exc.code}") from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise PrometheusQueryError(f"GET {url}: {exc}") from exc
-        return parse_vector(body)
+        return body

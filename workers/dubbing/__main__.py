@@ -45,6 +45,10 @@ async def run(s: Settings) -> int:
     jobs = Counter("dubbing_jobs", "Dubbing jobs finished, by outcome", ["status"], registry=registry)
     for status in ("completed", "failed"):
         jobs.labels(status)
+    # Source media dubbed: the cost exporter divides each stage service's cost by its rate
+    # (dubbing_cost_per_media_minute).
+    media = Counter("dubbing_media_seconds", "Seconds of source media of the dubbing jobs completed",
+                    registry=registry)
     cancelled = Counter("dubbing_stage_jobs_cancelled", "Stage jobs of failed dubbing jobs removed before any worker "
                         "took them", registry=registry)
     redis = Redis.from_url(policy.redis_url)
@@ -54,7 +58,13 @@ async def run(s: Settings) -> int:
     health.start()
     name = f"dubbing@{ident.pod_name or socket.gethostname()}"
     worker = Worker(queues["dubbing"], orchestrator.process, worker_options(policy, concurrency, name))
-    worker.on("completed", lambda job, result: jobs.labels("completed").inc())
+    def completed(job, result) -> None:
+        jobs.labels("completed").inc()
+        seconds = result.get("source_seconds") if isinstance(result, dict) else None
+        if isinstance(seconds, int | float) and seconds > 0:
+            media.inc(seconds)
+
+    worker.on("completed", completed)
     # A failed stage job moves its dubbing job back to wait with a deferred failure, and this worker fails it.
     worker.on("failed", lambda job, err: jobs.labels("failed").inc())
 
