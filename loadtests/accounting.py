@@ -32,6 +32,16 @@ def result_problem(service: str, body: dict[str, Any]) -> str | None:
             return f"completed without audio (audio_seconds {seconds!r})"
         if not body.get("audio_url"):
             return "completed without an audio_url to fetch the audio from"
+    elif service == "dubbing":
+        seconds = result.get("dubbed_seconds") if isinstance(result, dict) else None
+        if not isinstance(seconds, int | float) or seconds <= 0:
+            return f"completed without dubbed audio (dubbed_seconds {seconds!r})"
+        if not (body.get("audio_url") or body.get("video_url")):
+            return "completed without an audio_url or video_url to fetch the dubbed media from"
+        stages = body.get("stages") or {}
+        unfinished = {k: v.get("status") for k, v in stages.items() if v.get("status") != "completed"}
+        if unfinished or not stages:
+            return f"completed with stages not completed: {unfinished or 'no stages'}"
     return None
 
 
@@ -49,6 +59,17 @@ class JobOutcome:
     polls: int = 0
     worker: str | None = None  # the pod (worker) whose run completed the job, from the result
     finished_at: float | None = None  # BullMQ's finishedOn, epoch seconds
+    # A pipeline job (dubbing): each stage's status, job count and seconds (GET /v1/jobs/<id> `stages`), and the
+    # source media's length.
+    stages: dict[str, Any] | None = None
+    media_seconds: float | None = None
+
+    def stage_jobs(self) -> dict[str, str]:
+        """A dubbing job's stage jobs, id -> stage (their ids derive from the dubbing id: workers/dubbing/flow.py)."""
+        from workers.dubbing.flow import child_id
+
+        return {child_id(self.job_id, stage, i): stage
+                for stage, view in (self.stages or {}).items() for i in range(int(view.get("jobs") or 0))}
 
     @property
     def finished(self) -> bool:
@@ -170,6 +191,10 @@ class JobPoller:
         result = body.get("result")
         run = result.get("timings") if isinstance(result, dict) else None
         outcome.worker = run.get("worker") if isinstance(run, dict) else None
+        if body.get("stages") is not None:
+            outcome.stages = body["stages"]
+            seconds = result.get("source_seconds") if isinstance(result, dict) else None
+            outcome.media_seconds = float(seconds) if isinstance(seconds, int | float) else None
         if outcome.state == "failed":
             outcome.error = body.get("error")
         elif outcome.state == "completed":

@@ -31,6 +31,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 # Locust puts this file's folder on sys.path, not the repository root that holds the package.
 _REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ LEDGER_PATH = Path(
     os.environ.get("LOADTEST_LEDGER")
     or STATE_DIR / "loadtests" / f"interactive-{time.strftime('%Y%m%dT%H%M%S')}" / "jobs.jsonl"
 )
-JOB_ID = re.compile(r"^(stt|tts|mt)-[0-9a-f]{32}$")
+JOB_ID = re.compile(r"^(stt|tts|mt|dubbing)-[0-9a-f]{32}$")
 # The mt users' target language: one the inventory's mt service translates to (its MT_TARGET_LANGUAGES).
 MT_TARGET = os.environ.get("LOADTEST_MT_TARGET_LANGUAGE", "de")
 
@@ -160,6 +161,8 @@ class SttUser(GatewayUser):
     weight = max(1, round(SCENARIO.load.mix.get("stt", 0) * 10))
     service = "stt"
     boundary = "loadtestboundary7d3f"
+    # The multipart fields besides the file.
+    fields: ClassVar[dict[str, str]] = {"language": "en"}
 
     def on_start(self) -> None:
         clips = ensure_clips(
@@ -175,11 +178,9 @@ class SttUser(GatewayUser):
             f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
             "Content-Type: audio/wav\r\n\r\n"
         ).encode()
-        lang = (
-            f'\r\n--{self.boundary}\r\nContent-Disposition: form-data; name="language"\r\n\r\nen'
-            f"\r\n--{self.boundary}--\r\n"
-        ).encode()
-        return head + audio + lang
+        tail = "".join(f'\r\n--{self.boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}'
+                       for k, v in self.fields.items())
+        return head + audio + f"{tail}\r\n--{self.boundary}--\r\n".encode()
 
     @task
     def submit(self) -> None:
@@ -190,11 +191,11 @@ class SttUser(GatewayUser):
         request_id = self.send()
         started = time.perf_counter()
         with self.client.post(
-            "/v1/jobs/stt",
+            f"/v1/jobs/{self.service}",
             data=next(self.next_body),
             headers=headers,
             catch_response=True,
-            name="POST /v1/jobs/stt",
+            name=f"POST /v1/jobs/{self.service}",
         ) as response:
             self.record(response, started, request_id)
 
@@ -240,12 +241,23 @@ class MtUser(GatewayUser):
             self.record(response, started, request_id)
 
 
-USER_CLASSES = [cls for cls in (SttUser, TtsUser, MtUser) if SCENARIO.load.mix.get(cls.service, 0) > 0]
+class DubbingUser(SttUser):
+    """Dubbing jobs of the same speech clips (audio: stt -> mt -> tts; workers/dubbing), into the mt users' target
+    language."""
+
+    weight = max(1, round(SCENARIO.load.mix.get("dubbing", 0) * 10))
+    service = "dubbing"
+    fields: ClassVar[dict[str, str]] = {"target_language": MT_TARGET}
+
+
+USER_CLASSES = [cls for cls in (SttUser, TtsUser, MtUser, DubbingUser)
+                if SCENARIO.load.mix.get(cls.service, 0) > 0]
 # Locust picks up every concrete User class in this module: remove the ones this scenario gives no load.
 # (No loop variable: Locust would take a module-level name bound to a User class for one more user class.)
 SttUser.abstract = SttUser not in USER_CLASSES
 TtsUser.abstract = TtsUser not in USER_CLASSES
 MtUser.abstract = MtUser not in USER_CLASSES
+DubbingUser.abstract = DubbingUser not in USER_CLASSES
 
 
 class ScenarioShape(LoadTestShape):

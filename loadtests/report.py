@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtests import queueaudit, timeline
+from loadtests import pipeline, queueaudit, timeline
 from loadtests.expectations import Result, RunFacts, back_to_min_time, latency_summary, policy_verdict
 
 REPORT_VERSION = 1
@@ -145,6 +145,8 @@ def build_report(
             },
         },
         "scaling": scaling_summary(f),
+        # A pipeline scenario (dubbing) stage by stage: loadtests/pipeline.py.
+        "pipelines": pipeline.summary(f),
         "actions": actions,
         "alerts": {
             "expected_to_fire": sorted({a.match.alertname for a in f.scenario.expect.alerts_fire}),
@@ -256,6 +258,7 @@ def summary(report: dict[str, Any]) -> str:
                     f"  {svc} policy: BROKEN {', '.join(pol['rules_broken'])}; first {first['rule']} at "
                     f"+{first['t']:g} s: expected {first['expected']}, observed {first['observed']}"
                 )
+    lines += pipeline.summary_lines(report.get("pipelines") or {})
     reaction = report.get("reaction") or {}
     if reaction.get("error"):
         lines.append(f"reaction timeline: not recorded ({reaction['error']})")

@@ -114,6 +114,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a model service (HPA and Deployment NAME) and its queue; default: the scenario's services, queue = name",
     )
     p.add_argument(
+        "--pipeline",
+        action="append",
+        default=[],
+        choices=sorted(scenario_mod.PIPELINES),
+        help="a pipeline the target runs (dubbing: its orchestrator, harness_dubbing_enabled), loadable by a scenario",
+    )
+    p.add_argument(
         "--cost-config",
         help="cost exporter config for budget actions: a file, or configmap:<namespace>/<name>/<key>",
     )
@@ -401,18 +408,29 @@ def resolve_target(args: argparse.Namespace, value: Any = inventory_facts.ansibl
     return args
 
 
+def target_loadable(inventory: Path, service_specs: list[str], pipelines: list[str]
+                    ) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+    """The inventory's service table and what a scenario may load on the target: its enabled services with a load
+    user, and the ``pipelines`` it runs (--pipeline) whose stages are among them. --service names the target's
+    enabled services as the play sees them (loadtest.yml: harness_services, an -e file included): those are the
+    enabled ones; without it the inventory's files say."""
+    named = {spec.partition(":")[0] for spec in service_specs}
+    try:
+        table = inventory_facts.services(inventory, enabled_only=False)
+        if named:
+            table = [{**s, "enabled": s.get("name") in named} for s in table]
+        loadable = scenario_mod.loadable_services(table, pipelines)
+    except (OSError, KeyError, ValueError) as exc:
+        raise Aborted(f"--inventory {inventory}: cannot read its service table: {exc}") from None
+    return table, loadable
+
+
 def execute(args: argparse.Namespace) -> int:
     resolve_target(args)
     # The services a scenario may load: the inventory's enabled services with a load user, those named by
     # --service when the caller names the target's services.
-    named = {spec.partition(":")[0] for spec in args.service}
-    try:
-        table = inventory_facts.services(args.inventory)
-        loadable = scenario_mod.loadable_services(table)
-    except (OSError, KeyError, ValueError) as exc:
-        raise Aborted(f"--inventory {args.inventory}: cannot read its service table: {exc}") from None
+    table, args.loadable = target_loadable(args.inventory, args.service, args.pipeline)
     args.mt_target = mt_target_language(table)
-    args.loadable = tuple(svc for svc in loadable if not named or svc in named)
     scenario = scenario_mod.load_scenario(args.scenario, args.loadable)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.output_dir or args.state_dir / "loadtests" / f"{scenario.name}-{stamp}"
@@ -639,10 +657,13 @@ def execute(args: argparse.Namespace) -> int:
         else:
             try:
                 ids = {o.job_id: o.service for o in accounting.outcomes.values()}
+                # A pipeline's stage jobs too: each must complete exactly once in its stage's queue.
+                for o in accounting.outcomes.values():
+                    ids.update(o.stage_jobs())
                 raw = read_queue(
                     queues.redis,
                     args.queue_prefix,
-                    {s.name: s.queue for s in run.services},
+                    {s.name: s.queue for s in run.services} | {p: p for p in scenario.pipelines},
                     ids,
                     int(run.anchors.get("run_start", run.started) * 1000),
                 )

@@ -24,8 +24,13 @@ from loadtests.faults import Fault
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 DEFAULT_SCENARIO = "surge"
 # The job kinds this package has a Locust user for (loadtests/locustfile.py); a mix entry names an enabled service
-# of the inventory's table (harness_services) whose queue_type is one of them.
+# of the inventory's table (harness_services) whose queue_type is one of them, or a pipeline.
 LOAD_KINDS = ("stt", "tts", "mt")
+# Pipelines: a job kind whose jobs run through services (each stage a job in that service's queue, scaled by that
+# service's HPA). A dubbing job of an audio upload runs stt -> mt -> tts (workers/dubbing); it is loadable where the
+# target runs the orchestrator (harness_dubbing_enabled) and every stage is loadable. Its stages get load through it:
+# the expectations name them (expect.scale_up.mt), and the pipeline itself only where a job's latency is judged.
+PIPELINES: dict[str, tuple[str, ...]] = {"dubbing": ("stt", "mt", "tts")}
 # Reference points an alert expectation can be timed from, besides the names of the scenario's actions.
 ANCHORS = ("load_start", "load_end")
 # Scenario bounds on HPA-driven timings are written for the fast profile (policy periods / 10).
@@ -168,8 +173,18 @@ class Scenario:
     faults: tuple[Fault, ...] = ()
 
     @property
+    def kinds(self) -> tuple[str, ...]:
+        """What Locust submits: the mix entries with a weight (services and pipelines)."""
+        return tuple(sorted(kind for kind, weight in self.load.mix.items() if weight > 0))
+
+    @property
     def services(self) -> tuple[str, ...]:
-        return tuple(sorted(svc for svc, weight in self.load.mix.items() if weight > 0))
+        """The model services that get load (each with its HPA): those of the mix, and a pipeline's stages."""
+        return tuple(sorted(with_stages(self.kinds) - set(PIPELINES)))
+
+    @property
+    def pipelines(self) -> tuple[str, ...]:
+        return tuple(kind for kind in self.kinds if kind in PIPELINES)
 
     def budget_services(self) -> set[str]:
         touched: set[str] = set()
@@ -227,12 +242,16 @@ class _Checker:
             raise self.fail(where, f"{raw!r} must match {pattern.pattern} (lower case letters, digits, '-', '_')")
         return raw
 
-    def service(self, raw: Any, where: str) -> str:
+    def service(self, raw: Any, where: str, pipeline: bool = False) -> str:
+        if raw in PIPELINES and raw in self.services and not pipeline:
+            raise self.fail(where, f"{raw!r} is a pipeline, not a service: name its stages "
+                            f"{list(PIPELINES[raw])}, whose HPAs, budgets and workers are the services'")
         if raw not in self.services:
             raise self.fail(
                 where,
                 f"unknown service {_short(raw)}; allowed: {list(self.services)} (the enabled services of the "
-                f"inventory whose queue_type has a load user: {list(LOAD_KINDS)})",
+                f"inventory whose queue_type has a load user: {list(LOAD_KINDS)}; the pipelines {list(PIPELINES)} "
+                "where the target runs them and every stage is enabled)",
             )
         return raw
 
@@ -275,8 +294,14 @@ def _load(c: _Checker, raw: Any) -> Load:
     low, high = c.number(wait[0], "load.wait_s[0]"), c.number(wait[1], "load.wait_s[1]")
     if low > high:
         raise c.fail("load.wait_s", f"min {low:g} is greater than max {high:g}")
+    for kind in m["mix"] if isinstance(m["mix"], Mapping) else ():
+        if kind in PIPELINES and kind not in c.services:
+            raise c.fail(f"load.mix.{kind}", f"the pipeline {kind!r} is not run on this target: it needs the "
+                         f"orchestrator (harness_dubbing_enabled: true) and the services {list(PIPELINES[kind])} "
+                         f"enabled (loadable here: {list(c.services)}); on the local target add "
+                         "-e @inventories/local/dubbing.yml to site.yml and loadtest.yml")
     mix_raw = c.mapping(m["mix"], "load.mix", set(), set(c.services))
-    mix = {c.service(k, "load.mix"): c.number(v, f"load.mix.{k}") for k, v in mix_raw.items()}
+    mix = {c.service(k, "load.mix", pipeline=True): c.number(v, f"load.mix.{k}") for k, v in mix_raw.items()}
     if not any(mix.values()):
         raise c.fail("load.mix", f"needs at least one service with a weight above 0; got {dict(mix)}")
     load = Load(_stages(c, m["stages"]), (low, high), mix)
@@ -430,6 +455,7 @@ def _expect(
     def per_service(key: str) -> Mapping[str, Any]:
         section = c.mapping(m.get(key, {}), f"expect.{key}", set(), set(c.services))
         for svc in section:
+            c.service(svc, f"expect.{key}.{svc}")
             if svc not in mix_services:
                 raise c.fail(
                     f"expect.{key}.{svc}",
@@ -489,12 +515,15 @@ def _expect(
         raw_job = lat["job_completion_s"]
         if isinstance(raw_job, Mapping):
             for svc, bound in c.mapping(raw_job, "expect.latency_p95.job_completion_s", set(), set(c.services)).items():
+                if svc not in mix_services:
+                    raise c.fail(f"expect.latency_p95.job_completion_s.{svc}",
+                                 f"{svc!r} gets no load; load goes to {sorted(mix_services)}")
                 job_s[svc] = c.number(bound, f"expect.latency_p95.job_completion_s.{svc}", 0, strict=True)
         else:
             job_s["all"] = c.number(raw_job, "expect.latency_p95.job_completion_s", 0, strict=True)
     policy_raw = m.get("policy", [])
     if policy_raw is True:
-        policy = tuple(sorted(mix_services))
+        policy = tuple(sorted(mix_services - set(PIPELINES)))
     elif policy_raw is False:
         policy = ()
     elif isinstance(policy_raw, list):
@@ -509,13 +538,23 @@ def _expect(
     )
 
 
-def loadable_services(services: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
-    """The names of the enabled table entries whose queue_type this package can drive."""
-    return tuple(
+def with_stages(kinds: Sequence[str] | set[str]) -> set[str]:
+    """The kinds and every stage of the pipelines among them."""
+    return set(kinds).union(*(PIPELINES.get(kind, ()) for kind in kinds))
+
+
+def loadable_services(services: Sequence[Mapping[str, Any]], pipelines: Sequence[str] = ()) -> tuple[str, ...]:
+    """The names of the enabled table entries whose queue_type this package can drive, and the ``pipelines`` the
+    target runs (harness_dubbing_enabled: dubbing) whose every stage is one of them."""
+    unknown = sorted(set(pipelines) - set(PIPELINES))
+    if unknown:
+        raise ValueError(f"unknown pipeline(s) {unknown}; known: {sorted(PIPELINES)}")
+    names = tuple(
         str(s["name"])
         for s in services
         if s.get("enabled", True) is True and s.get("queue_type", s["name"]) in LOAD_KINDS
     )
+    return names + tuple(p for p in pipelines if set(PIPELINES[p]) <= set(names))
 
 
 def parse_scenario(
@@ -544,7 +583,7 @@ def parse_scenario(
         )
     )
     scale = c.integer(m.get("written_for_time_scale", DEFAULT_TIME_SCALE), "written_for_time_scale", 1)
-    mix_services = {s for s, w in load.mix.items() if w > 0}
+    mix_services = with_stages({s for s, w in load.mix.items() if w > 0})
     faults = _faults(c, m.get("faults"), actions, mix_services)
     expect = _expect(c, m["expect"], mix_services, actions, faults)
     return Scenario(name, description.strip(), path or Path(source), load, actions, timeouts, expect, scale, faults)

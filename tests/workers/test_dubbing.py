@@ -156,6 +156,26 @@ def test_audio_is_dubbed_without_lipsync(pipeline, piper_voice) -> None:
         audio = client.get(state["audio_url"], headers=headers)
         samples, rate = sf.read(io.BytesIO(audio.content))
         assert abs(len(samples) / rate - state["result"]["dubbed_seconds"]) < 0.01
+        # The load test's accounting of this job (loadtests/accounting.py, through this gateway): completed, with
+        # its media length and its stage jobs, whose ids it derives; BullMQ's record (loadtests/queueaudit.py, from
+        # Redis) has each of them completed exactly once in its own stage's queue.
+        from redis import Redis
+
+        from loadtests.accounting import JobOutcome, JobPoller
+        from loadtests.queueaudit import audit, read
+
+        client.headers.update(headers)
+        outcome = JobOutcome(r.json()["id"], "dubbing", time.time())
+        JobPoller(str(client.base_url), headers["X-API-Key"], client=client).poll_one(outcome)
+        assert outcome.state == "completed", outcome
+        assert outcome.media_seconds == pytest.approx(state["result"]["source_seconds"])
+        ids = {outcome.job_id: "dubbing"} | outcome.stage_jobs()
+        assert sorted(ids.values()) == sorted(["dubbing", "stt", "mt"] + ["tts"] * state["result"]["segments"])
+        with Redis.from_url(env["REDIS_URL"]) as redis:
+            raw = read(redis, env["QUEUE_PREFIX"], {q: q for q in ("dubbing", "stt", "mt", "tts")}, ids,
+                       int(outcome.submitted_at * 1000) - 60_000)
+        record = audit(raw, ids)
+        assert record["completed_once"] == len(ids) and not record["not_completed"], record
 
 
 @pytest.mark.slow
