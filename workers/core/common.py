@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from workers.core.env import Settings
 
-# The job kinds this code implements (an engine each: workers/stt, workers/tts, workers/mt, workers/lipsync).
+# The job kinds this code implements (an engine each: workers/stt, workers/tts, workers/mt, workers/lipsync,
+# workers/xtts: the TTS engine on the Coqui backend pinned to an XTTS model, cloning a reference voice).
 # Which services exist, their queues and their policies are configuration (harness_services, passed as QUEUES and
 # --service); a service's queue_type names one of these.
-ENGINES = ("stt", "tts", "mt", "lipsync")
+ENGINES = ("stt", "tts", "mt", "lipsync", "xtts")
 # Job kinds that chain the engines' jobs (workers/dubbing: a BullMQ flow over stt, mt, tts and lipsync); run by
 # their own orchestrator process, not by workers.worker.
 PIPELINES = ("dubbing",)

@@ -35,6 +35,7 @@ from workers.gateway.schemas import (
     MT_BODY_SCHEMA,
     STT_UPLOAD_SCHEMA,
     TTS_BODY_SCHEMA,
+    XTTS_UPLOAD_SCHEMA,
     JobAccepted,
     JobStatus,
     MtRequest,
@@ -44,11 +45,13 @@ from workers.gateway.video_check import check_video, is_video
 from workers.lipsync.config import parse_box
 from workers.mt.config import LANGUAGE
 from workers.queueing.jobs import new_job_id
+from workers.xtts.config import MIN_REFERENCE_SECONDS
 
 log = logging.getLogger(__name__)
 STT_PATH = "/v1/jobs/stt"
 LIPSYNC_PATH = "/v1/jobs/lipsync"
 DUBBING_PATH = "/v1/jobs/dubbing"
+XTTS_PATH = "/v1/jobs/xtts"
 DUBBING_NEEDS = ("dubbing", "stt", "mt", "tts")
 
 
@@ -94,7 +97,8 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
     app.add_middleware(
         BodyLimitMiddleware,
         limit_for=lambda path: {STT_PATH: config.max_upload_bytes, LIPSYNC_PATH: config.max_video_bytes,
-                                DUBBING_PATH: config.max_video_bytes}.get(path, config.max_json_bytes),
+                                DUBBING_PATH: config.max_video_bytes,
+                                XTTS_PATH: config.max_upload_bytes}.get(path, config.max_json_bytes),
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
@@ -174,6 +178,16 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
         metrics.submitted.labels("stt").inc()
         return accepted(job_id, "stt")
 
+    def check_text(text: str) -> str:
+        text = text.strip()
+        if not text:
+            raise ApiError(422, "empty_text", "field 'text' is empty; send 1 to "
+                           f"{config.max_text_chars} characters")
+        if len(text) > config.max_text_chars:
+            raise ApiError(422, "text_too_long", f"field 'text' has {len(text)} characters; the limit is "
+                           f"{config.max_text_chars}")
+        return text
+
     @app.post("/v1/jobs/tts", status_code=202, response_model=JobAccepted, responses=ERROR_RESPONSES,
               openapi_extra={"requestBody": TTS_BODY_SCHEMA}, summary="Submit text for synthesis")
     async def submit_tts(request: Request, key: Key) -> JSONResponse:
@@ -184,13 +198,7 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
             body = TtsRequest.model_validate_json(raw or b"null")
         except ValidationError as exc:
             raise validation_error(exc) from None
-        text = body.text.strip()
-        if not text:
-            raise ApiError(422, "empty_text", "field 'text' is empty; send 1 to "
-                           f"{config.max_text_chars} characters")
-        if len(text) > config.max_text_chars:
-            raise ApiError(422, "text_too_long", f"field 'text' has {len(text)} characters; the limit is "
-                           f"{config.max_text_chars}")
+        text = check_text(body.text)
         if body.voice not in config.voices:
             raise ApiError(422, "unknown_voice", f"voice {body.voice[:40]!r} is not available; "
                            f"voices: {list(config.voices)}")
@@ -198,6 +206,48 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
         await backend(request).submit("tts", job_id, {"text": text, "voice": body.voice, "owner": key.key_id})
         metrics.submitted.labels("tts").inc()
         return accepted(job_id, "tts")
+
+    @app.post(XTTS_PATH, status_code=202, response_model=JobAccepted, responses=ERROR_RESPONSES,
+              openapi_extra={"requestBody": XTTS_UPLOAD_SCHEMA}, summary="Submit text to speak in a cloned voice")
+    async def submit_xtts(request: Request, key: Key) -> JSONResponse:
+        if "xtts" not in config.queues:
+            raise ApiError(404, "unknown_service", f"service 'xtts' is not configured; services: {services}")
+        form = await multipart_form(request, "the text in field 'text' (and optionally the voice to clone in field "
+                                    "'reference')", max_files=1, max_fields=4)
+        text = form.get("text")
+        if text is None:
+            raise ApiError(422, "invalid_request", f"field 'text' is required; got fields {sorted(form.keys())}")
+        if not isinstance(text, str):
+            raise ApiError(422, "invalid_request", "field 'text' must be a text field, got a file upload")
+        text = check_text(text)
+        language = form.get("language")
+        if language is not None and (not isinstance(language, str) or language not in config.xtts_languages):
+            raise ApiError(422, "unknown_language", f"field 'language': {str(language)[:20]!r} is not one of the xtts "
+                           f"model's languages: {list(config.xtts_languages)}")
+        upload = form.get("reference")
+        if upload is not None and not isinstance(upload, UploadFile):
+            raise ApiError(422, "invalid_request", "field 'reference' must be a file upload (the voice to clone), "
+                           f"got a text value {str(upload)[:40]!r}")
+        if upload is None and not config.xtts_default_voice:
+            raise ApiError(422, "reference_required", "field 'reference' is required: the xtts service has no default "
+                           "voice (XTTS_SPEAKER_WAV); upload WAV, FLAC, MP3 or OGG speech of the voice to clone")
+        job_id = new_job_id("xtts")
+        data: dict[str, Any] = {"text": text, "owner": key.key_id}
+        if language is not None:
+            data["language"] = language
+        be = backend(request)
+        if upload is not None:
+            audio = await upload.read()
+            name = upload.filename or "reference"
+            info = await run_in_threadpool(check_audio, audio, name, config.max_audio_seconds)
+            if info.duration_s < MIN_REFERENCE_SECONDS:
+                raise ApiError(422, "reference_too_short", f"uploaded reference {name!r} is {info.duration_s:g} s; "
+                               f"XTTS needs at least {MIN_REFERENCE_SECONDS} s of the speaker (3 to 10 s is best)")
+            data.update(reference_key=await be.store_input("xtts", job_id, audio, "reference"),
+                        reference_filename=name, reference_seconds=info.duration_s)
+        await be.submit("xtts", job_id, data)
+        metrics.submitted.labels("xtts").inc()
+        return accepted(job_id, "xtts")
 
     @app.post("/v1/jobs/mt", status_code=202, response_model=JobAccepted, responses=ERROR_RESPONSES,
               openapi_extra={"requestBody": MT_BODY_SCHEMA}, summary="Submit text for translation")

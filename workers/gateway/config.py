@@ -10,6 +10,7 @@ from workers.core.common import Identity, QueuePolicy
 from workers.core.env import ConfigError, Settings
 from workers.core.queues_setting import parse_queues
 from workers.mt.config import parse_languages
+from workers.xtts.config import XTTS_V2_LANGUAGES, parse_language_list
 
 
 def _default_state_dir() -> str:
@@ -42,6 +43,11 @@ class GatewayConfig:
     key_store: str = "redis"  # redis: keys and rate limits shared by all replicas; file: this process only
     # How long a submission waits for BullMQ's add before answering 503 (BullMQ waits for Redis to come back).
     queue_timeout_s: float = 5.0
+    # The xtts service's languages (its model's config.json "languages"; default: XTTS v2's 17): another language is
+    # refused with 422 (the worker checks its model's list again).
+    xtts_languages: tuple[str, ...] = XTTS_V2_LANGUAGES
+    # Whether the xtts workers have a default voice (XTTS_SPEAKER_WAV): without one a job with no reference is 422.
+    xtts_default_voice: bool = False
 
     @classmethod
     def from_settings(cls, s: Settings) -> GatewayConfig:
@@ -78,4 +84,7 @@ class GatewayConfig:
             max_video_seconds=s.number("GATEWAY_MAX_VIDEO_SECONDS", 120.0, 1.0, 86400.0),
             key_store=s.choice("GATEWAY_KEY_STORE", "redis", ("redis", "file")),
             queue_timeout_s=s.number("GATEWAY_QUEUE_TIMEOUT_S", 5.0, 0.1, 300.0),
+            xtts_languages=parse_language_list("XTTS_LANGUAGES",
+                                               s.text("XTTS_LANGUAGES", ",".join(XTTS_V2_LANGUAGES))),
+            xtts_default_voice=s.choice("XTTS_DEFAULT_VOICE", "false", ("true", "false")) == "true",
         )

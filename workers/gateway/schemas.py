@@ -109,6 +109,28 @@ DUBBING_UPLOAD_SCHEMA: dict[str, Any] = {
     },
 }
 
+XTTS_UPLOAD_SCHEMA: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["text"],
+                "properties": {
+                    "text": {"type": "string", "description": "the text to speak"},
+                    "language": {"type": "string",
+                                 "description": "one of the xtts model's languages (XTTS_LANGUAGES); default: the "
+                                                "worker's XTTS_LANGUAGE"},
+                    "reference": {"type": "string", "format": "binary",
+                                  "description": "the voice to clone: WAV, FLAC, MP3 or OGG speech of one speaker, "
+                                                 "at least 0.33 s (3 to 10 s is best); default: the workers' "
+                                                 "XTTS_SPEAKER_WAV"},
+                },
+            }
+        }
+    },
+}
+
 TTS_BODY_SCHEMA: dict[str, Any] = {
     "required": True,
     "content": {"application/json": {"schema": TtsRequest.model_json_schema()}},

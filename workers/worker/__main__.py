@@ -1,4 +1,4 @@
-"""python -m workers.worker --service stt|tts|mt|lipsync: validate the configuration, then run the worker."""
+"""python -m workers.worker --service stt|tts|mt|lipsync|xtts: validate the configuration, then run the worker."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ def build_engine(config: WorkerConfig, redis: Redis) -> Engine:
         from workers.lipsync.service import LipsyncEngine
 
         return LipsyncEngine(config.lipsync, blobs, config.policy.result_ttl_s)
+    if config.xtts is not None:
+        from workers.xtts.backend import XttsBackend
+        from workers.xtts.service import XttsEngine
+
+        return XttsEngine(config.xtts, XttsBackend(config.xtts), blobs, config.policy.result_ttl_s)
     assert config.tts is not None
     from workers.tts.factory import make_backend
     from workers.tts.service import TtsEngine
@@ -40,7 +45,7 @@ def build_engine(config: WorkerConfig, redis: Redis) -> Engine:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.worker", description=__doc__)
-    parser.add_argument("--service", help="stt, tts, mt or lipsync (default: $SERVICE)")
+    parser.add_argument("--service", help="stt, tts, mt, lipsync or xtts (default: $SERVICE)")
     args = parser.parse_args(argv)
     try:
         config = WorkerConfig.from_settings(Settings(load_settings()), args.service)

@@ -10,8 +10,10 @@ from workers.lipsync.config import LipsyncConfig
 from workers.mt.config import MtConfig
 from workers.stt.config import SttConfig
 from workers.tts.config import TtsConfig
+from workers.xtts.config import XttsConfig
 
-DEFAULT_METRICS_PORTS = {"stt": 9101, "tts": 9102, "mt": 9103, "lipsync": 9104}
+# 9105 is the dubbing orchestrator's (workers/dubbing), 9121 the queue exporter's.
+DEFAULT_METRICS_PORTS = {"stt": 9101, "tts": 9102, "mt": 9103, "lipsync": 9104, "xtts": 9106}
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class WorkerConfig:
     tts: TtsConfig | None
     mt: MtConfig | None = None
     lipsync: LipsyncConfig | None = None
+    xtts: XttsConfig | None = None
 
     @classmethod
     def from_settings(cls, s: Settings, service_arg: str | None = None) -> WorkerConfig:
@@ -44,4 +47,5 @@ class WorkerConfig:
             tts=TtsConfig.from_settings(s) if service == "tts" else None,
             mt=MtConfig.from_settings(s) if service == "mt" else None,
             lipsync=LipsyncConfig.from_settings(s) if service == "lipsync" else None,
+            xtts=XttsConfig.from_settings(s) if service == "xtts" else None,
         )
