@@ -58,13 +58,7 @@ class LipsyncEngine(Engine):
         key = data.get(field)
         if not isinstance(key, str):
             raise UnrecoverableError(f"job data has no {field!r} string (got {str(key)[:40]!r})")
-        try:
-            payload = await self.blobs.get(key)
-        except ValueError as exc:  # a key of another queue
-            raise UnrecoverableError(str(exc)) from exc
-        if payload is None:
-            raise UnrecoverableError(f"{field} {key!r} is missing (expired after its TTL?)")
-        return payload
+        return await self.blobs.require(key, field)
 
     async def prepare(self, job: Job) -> LipsyncInput:
         data = job.data if isinstance(job.data, dict) else {}

@@ -32,5 +32,18 @@ class BlobStore:
             raise ValueError(f"blob key {key!r} is outside {self._base!r}")
         return await self._redis.get(key)
 
+    async def require(self, key: str, what: str) -> bytes:
+        """A job's input blob, or UnrecoverableError naming ``what``: a key of another queue, or one gone (expired
+        after its TTL)."""
+        from bullmq import UnrecoverableError
+
+        try:
+            payload = await self.get(key)
+        except ValueError as exc:  # a key of another queue
+            raise UnrecoverableError(str(exc)) from exc
+        if payload is None:
+            raise UnrecoverableError(f"{what} {key!r} is missing (expired after its TTL?)")
+        return payload
+
     async def delete(self, key: str) -> None:
         await self._redis.delete(key)

@@ -69,12 +69,7 @@ class XttsEngine(TtsEngine):
             return None
         if not isinstance(key, str):
             raise UnrecoverableError(f"job data 'reference_key' must be a string (got {str(key)[:40]!r})")
-        try:
-            payload = await self.blobs.get(key)
-        except ValueError as exc:  # a key of another queue
-            raise UnrecoverableError(str(exc)) from exc
-        if payload is None:
-            raise UnrecoverableError(f"reference voice {key!r} is missing (expired after its TTL?)")
+        payload = await self.blobs.require(key, "reference voice")
         name = data.get("reference_filename")
         what = f"reference voice {str(name)[:60]!r}" if name else "the reference voice"
         try:
