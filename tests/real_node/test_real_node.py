@@ -450,6 +450,50 @@ def test_a_converge_gives_a_registered_node_its_current_labels(node):
     assert changed_tasks(r) == ["real_node : Give the registered node its current labels"], changed_tasks(r)
 
 
+def supervisorctl(*args: str) -> None:
+    conf = STATE / "supervisor/supervisord.conf"
+    r = subprocess.run([str(BIN / "supervisorctl"), "-c", str(conf), *args], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, f"supervisorctl {' '.join(args)}: {r.stdout}{r.stderr}"
+
+
+def test_a_rebooted_node_comes_back_with_no_refused_pod_left(node):
+    """A machine that went down (the kubelet and containerd stopped, every container gone) and is converged again.
+    The kubelet admits the pods bound to it before the device plugin, itself a pod, has registered, and refuses
+    each GPU pod for good: UnexpectedAdmissionError (kubernetes/kubernetes#125579). The Deployment replaces them;
+    the converge deletes the refused pods (seen in CI: four left Failed beside their replacements, and "every pod
+    Ready" never held again). Afterwards the Deployment is available and no pod on the node is Failed."""
+    ns = "reboot-test"
+    kubectl("create", "namespace", ns, check=False)
+    spec = busybox_pod("gpu", ns, {"app": "reboot-test"}, "exec /bin/busybox sleep 3600")["spec"]
+    spec["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+    apply([{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "gpu", "namespace": ns},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "reboot-test"}},
+                     "template": {"metadata": {"labels": {"app": "reboot-test"}}, "spec": spec}}}], "reboot-test")
+    kubectl("rollout", "status", "-n", ns, "deployment/gpu", "--timeout=90s", timeout=100)
+    # The machine goes down: the kubelet stops, every container of the node is killed, containerd stops.
+    supervisorctl("stop", "real-node-kubelet")
+    ctr = ["ctr", "--address", str(STATE / "real-node/containerd/containerd.sock"), "--namespace", "k8s.io"]
+    tasks = subprocess.run([*ctr, "tasks", "list", "--quiet"], capture_output=True, text=True, check=True,
+                           timeout=60).stdout.split()
+    assert tasks, "no container ran on the node"
+    for task in tasks:
+        subprocess.run([*ctr, "tasks", "kill", "--signal", "SIGKILL", task], capture_output=True, timeout=60)
+    supervisorctl("stop", "real-node-containerd")
+    r = playbook("converge.yml")
+    assert r.returncode == 0, r.stdout[-6000:]
+    # Without a refusal this test would prove nothing: the kubelet must have refused the GPU pods, and the
+    # converge deleted them.
+    assert "real_node : Delete the refused pods their controllers replaced" in changed_tasks(r), changed_tasks(r)
+    kubectl("rollout", "status", "-n", ns, "deployment/gpu", "--timeout=120s", timeout=130)
+    pods = json.loads(kubectl("get", "pods", "-A", "--field-selector", f"spec.nodeName={NODE}", "-o",
+                              "json").stdout)["items"]
+    failed = [(p["metadata"]["namespace"], p["metadata"]["name"], p["status"].get("reason"))
+              for p in pods if p["status"].get("phase") == "Failed"]
+    assert not failed, f"pods left Failed on the node after the converge: {failed}"
+    kubectl("delete", "namespace", ns, "--wait=false")
+
+
 def test_a_second_converge_changes_nothing(node):
     if CONVERGED:
         pytest.skip("molecule/real_node's idempotence step ran the second converge (changed=0)")
