@@ -449,8 +449,9 @@ def _ledger(f: RunFacts) -> list[Result]:
     if isinstance(f.gateway_submitted, str):
         out.append(Result("jobs.gateway_count", expected, f"not readable: {f.gateway_submitted}", False))
         return out
-    counted = sum(f.gateway_submitted.get(svc, 0.0) for svc in f.scenario.services)
-    by = ", ".join(f"{svc} {f.gateway_submitted.get(svc, 0):g}" for svc in f.scenario.services)
+    # What Locust submitted (a pipeline's jobs are counted as the pipeline, not as its stages' services).
+    counted = sum(f.gateway_submitted.get(kind, 0.0) for kind in f.scenario.kinds)
+    by = ", ".join(f"{kind} {f.gateway_submitted.get(kind, 0):g}" for kind in f.scenario.kinds)
     # A gateway restart resets its counter; what it counted between its last scrape and the restart is gone, so
     # the ledger's jobs accepted in that gap may be missing from the count (and no more than those).
     unseen = sum(

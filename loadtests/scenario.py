@@ -299,7 +299,7 @@ def _load(c: _Checker, raw: Any) -> Load:
             raise c.fail(f"load.mix.{kind}", f"the pipeline {kind!r} is not run on this target: it needs the "
                          f"orchestrator (harness_dubbing_enabled: true) and the services {list(PIPELINES[kind])} "
                          f"enabled (loadable here: {list(c.services)}); on the local target add "
-                         "-e @inventories/local/dubbing.yml to site.yml and loadtest.yml")
+                         "-e @inventories/extra-vars/local-dubbing.yml to site.yml and loadtest.yml")
     mix_raw = c.mapping(m["mix"], "load.mix", set(), set(c.services))
     mix = {c.service(k, "load.mix", pipeline=True): c.number(v, f"load.mix.{k}") for k, v in mix_raw.items()}
     if not any(mix.values()):

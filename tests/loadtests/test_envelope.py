@@ -21,6 +21,7 @@ from loadtests.envelope import (
     Timing,
     down_floor,
     judge,
+    pod_metric_recommendation,
     policy_from_inventory,
     recommend,
     simulate,
@@ -74,6 +75,12 @@ def test_kubernetes_arithmetic():
     assert recommend(100, 5, 2, 0.1) == 20
     assert recommend(10.5, 5, 2, 0.1) == 2  # ratio 1.05: inside the tolerance, keep current
     assert recommend(11.5, 5, 2, 0.1) == 3  # ratio 1.15: ceil(11.5 / 5)
+    # On the edge, as Kubernetes 1.35 computes it ((1 - 0.1) <= ratio <= (1 + 0.1)): 33 / (5 x 6) is 1.1, kept; a
+    # live dubbing run's HPA kept 6 replicas at 33 jobs. 27 / 30 is 0.9, kept too.
+    assert recommend(33, 5, 6, 0.1) == 6
+    assert recommend(27, 5, 6, 0.1) == 6
+    assert recommend(34, 5, 6, 0.1) == 7
+    assert pod_metric_recommendation(88, 80, 6, 0.1) == 6  # 88 / 80 = 1.1
     assert recommend(0, 5, 8, 0.1) == 0
     up = TABLE.up
     assert up_limit(up, [2, 2], 2) == 4

@@ -65,7 +65,7 @@ def bad(path: str, value, delete: bool = False) -> dict:
 def test_every_required_scenario_ships_and_loads():
     assert set(available()) >= REQUIRED
     # Each on what it loads: the local inventory's services, or (dubbing) its table with every service enabled and
-    # the pipelines run (inventories/local/dubbing.yml).
+    # the pipelines run (inventories/extra-vars/local-dubbing.yml).
     table = [{**s, "enabled": True} for s in inventory_facts.services(enabled_only=False)]
     every = loadable_services(table, list(PIPELINES))
     for name in available():

@@ -139,8 +139,30 @@ def test_the_target_runs_what_the_play_names_an_extra_vars_file_included():
     enabled = sorted(s["name"] for s in TABLE if s.get("enabled", True) is True)
     # Without --service: the inventory's files (mt is off in the local inventory's table).
     assert sorted(target_loadable(DEFAULT_INVENTORY, [], ["dubbing"])[1]) == [s for s in enabled if s != "lipsync"]
-    # loadtest.yml names the services the play has (-e @inventories/local/dubbing.yml turns mt on) and the pipeline.
+    # loadtest.yml names the services the play has (-e @inventories/extra-vars/local-dubbing.yml turns mt on) and
+    # the pipeline.
     _, loadable = target_loadable(DEFAULT_INVENTORY, ["stt:stt", "tts:tts", "mt:mt"], ["dubbing"])
     assert loadable == ("stt", "tts", "mt", "dubbing")
     assert load_scenario("dubbing", loadable).services == ("mt", "stt", "tts")
     assert target_loadable(DEFAULT_INVENTORY, ["stt:stt", "tts:tts"], ["dubbing"])[1] == ("stt", "tts")
+
+
+def test_the_gateway_count_of_a_pipeline_scenario_is_its_pipelines_jobs(tmp_path):
+    """A dubbing scenario submits dubbing jobs: the gateway counts them as service="dubbing" (workers/gateway), not as
+    stt, mt or tts (found live: "rose by 0 (mt 0, stt 0, tts 0)" for 71 accepted dubbing jobs)."""
+    import re
+
+    from loadtests.expectations import evaluate
+    from loadtests.scenario import load_scenario
+    from tests.loadtests.test_loadtest_checker import facts
+
+    f = facts(tmp_path, load_scenario("dubbing", ("stt", "mt", "tts", "dubbing")))
+    f.gateway_submitted = {}
+    accepted = int(re.search(r"counted (\d+) accepted", next(
+        r for r in evaluate(f) if r.name == "jobs.gateway_count").expected).group(1))
+    assert accepted > 0
+    f.gateway_submitted = {"dubbing": float(accepted), "stt": 0.0, "mt": 0.0, "tts": 0.0}
+    got = next(r for r in evaluate(f) if r.name == "jobs.gateway_count")
+    assert got.passed and f"dubbing {accepted}" in got.observed, got
+    f.gateway_submitted = {"dubbing": 0.0, "stt": float(accepted)}
+    assert not next(r for r in evaluate(f) if r.name == "jobs.gateway_count").passed

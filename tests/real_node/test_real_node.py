@@ -460,17 +460,17 @@ def supervisorctl(*args: str) -> None:
 def test_a_rebooted_node_comes_back_with_no_refused_pod_left(node):
     """A machine that went down (the kubelet and containerd stopped, every container gone) and is converged again.
     The kubelet admits the pods bound to it before the device plugin, itself a pod, has registered, and refuses
-    each GPU pod for good: UnexpectedAdmissionError (kubernetes/kubernetes#125579). The Deployment replaces them;
-    the converge deletes the refused pods (seen in CI: four left Failed beside their replacements, and "every pod
-    Ready" never held again). Afterwards the Deployment is available and no pod on the node is Failed."""
+    each such GPU pod for good: UnexpectedAdmissionError (kubernetes/kubernetes#125579). Its controller replaces it;
+    the converge deletes the refused ones (seen in CI: four stt and tts pods left Failed beside their
+    replacements, so "every pod Ready" never held again). The refusal is a race the plugin usually loses; to make it
+    certain, the test's ReplicaSet binds its pod to the node itself (nodeName) while the kubelet is down, so the
+    kubelet's first sync admits it. Afterwards the ReplicaSet is ready and no pod on the node is Failed."""
     ns = "reboot-test"
     kubectl("create", "namespace", ns, check=False)
     spec = busybox_pod("gpu", ns, {"app": "reboot-test"}, "exec /bin/busybox sleep 3600")["spec"]
     spec["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
-    apply([{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "gpu", "namespace": ns},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "reboot-test"}},
-                     "template": {"metadata": {"labels": {"app": "reboot-test"}}, "spec": spec}}}], "reboot-test")
-    kubectl("rollout", "status", "-n", ns, "deployment/gpu", "--timeout=90s", timeout=100)
+    spec.pop("nodeSelector")
+    spec["nodeName"] = NODE
     # The machine goes down: the kubelet stops, every container of the node is killed, containerd stops.
     supervisorctl("stop", "real-node-kubelet")
     ctr = ["ctr", "--address", str(STATE / "real-node/containerd/containerd.sock"), "--namespace", "k8s.io"]
@@ -480,12 +480,15 @@ def test_a_rebooted_node_comes_back_with_no_refused_pod_left(node):
     for task in tasks:
         subprocess.run([*ctr, "tasks", "kill", "--signal", "SIGKILL", task], capture_output=True, timeout=60)
     supervisorctl("stop", "real-node-containerd")
+    apply([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "gpu", "namespace": ns},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "reboot-test"}},
+                     "template": {"metadata": {"labels": {"app": "reboot-test"}}, "spec": spec}}}], "reboot-test")
     r = playbook("converge.yml")
     assert r.returncode == 0, r.stdout[-6000:]
-    # Without a refusal this test would prove nothing: the kubelet must have refused the GPU pods, and the
-    # converge deleted them.
+    # Without a refusal this test would prove nothing: the kubelet refused the pod, and the converge deleted it.
     assert "real_node : Delete the refused pods their controllers replaced" in changed_tasks(r), changed_tasks(r)
-    kubectl("rollout", "status", "-n", ns, "deployment/gpu", "--timeout=120s", timeout=130)
+    until("the ReplicaSet's pod ready on the node", lambda: json.loads(kubectl(
+        "get", "replicaset", "-n", ns, "gpu", "-o", "json").stdout)["status"].get("readyReplicas") == 1, timeout=120)
     pods = json.loads(kubectl("get", "pods", "-A", "--field-selector", f"spec.nodeName={NODE}", "-o",
                               "json").stdout)["items"]
     failed = [(p["metadata"]["namespace"], p["metadata"]["name"], p["status"].get("reason"))

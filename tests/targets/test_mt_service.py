@@ -61,15 +61,33 @@ def test_enabling_mt_deploys_it_with_its_model_volume_and_policy(tmp_path, targe
         obj(r, kind, "mt-metrics" if kind == "Service" else "mt")
 
 
-def test_the_local_inventory_mounts_its_demo_model_from_the_state_dir(tmp_path):
+def test_the_local_inventory_mounts_its_demo_model_through_a_local_volume(tmp_path):
+    """The demo model is built on the local node and offered as a `local` PersistentVolume pre-bound to claim
+    mt-model, which the pods mount as on a cloud: the namespace's restricted PodSecurity level refuses a pod's hostPath
+    (found live: "volume model uses restricted volume type hostPath"). Expectations from the local inventory."""
+    platform = yaml.safe_load((REPO / "inventories/local/group_vars/all/platform.yml").read_text())
     rc, r, log = render(tmp_path, "local")
     assert rc == 0, log[-3000:]
     pod = obj(r, "Deployment", "mt")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "model")
-    assert volume["hostPath"]["type"] == "Directory"
-    assert volume["hostPath"]["path"].endswith("/models/mt")
+    assert volume == {"name": "model", "persistentVolumeClaim": {"claimName": "mt-model", "readOnly": True}}
+    assert not any("hostPath" in v for v in pod["volumes"])
+    claim = obj(r, "PersistentVolumeClaim", "mt-model")
+    pv = obj(r, "PersistentVolume", claim["spec"]["volumeName"])
+    assert claim["spec"]["storageClassName"] == pv["spec"]["storageClassName"] == ""
+    assert pv["spec"]["claimRef"] == {"namespace": claim["metadata"]["namespace"], "name": "mt-model"}
+    assert pv["spec"]["local"]["path"].endswith("/local/models/mt")
+    terms = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [{"key": k, "operator": "In", "values": [v]}
+                                           for k, v in platform["harness_pod_node_selector"].items()]}]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["MT_DEVICE"] == "cpu" and env["MT_COMPUTE_TYPE"] == "int8"
+
+
+def test_a_demo_model_mounted_another_way_is_refused_naming_the_claim(tmp_path):
+    rc, _, log = render(tmp_path, "local", harness_model_volumes={"mt": {"hostPath": {"path": "/srv/mt"}}})
+    assert rc != 0
+    assert "harness_model_volumes.mt must be" in log and "claimName: mt-model" in log, log[-3000:]
 
 
 @pytest.mark.parametrize("volumes, named", [
@@ -126,8 +144,9 @@ def test_the_pipeline_without_its_stage_services_is_refused(tmp_path):
 
 
 def test_the_local_dubbing_vars_are_the_default_table_with_mt_enabled():
-    """inventories/local/dubbing.yml copies the table (an extra-vars file replaces a list whole): it must not drift."""
-    extra = yaml.safe_load((REPO / "inventories/local/dubbing.yml").read_text())
+    """inventories/extra-vars/local-dubbing.yml copies the table (an extra-vars file replaces a list whole): it must not
+    drift."""
+    extra = yaml.safe_load((REPO / "inventories/extra-vars/local-dubbing.yml").read_text())
     assert extra["harness_dubbing_enabled"] is True
     assert [{k: v for k, v in s.items() if k != "enabled"} for s in extra["harness_services"]] == [
         {k: v for k, v in s.items() if k != "enabled"} for s in SERVICES]

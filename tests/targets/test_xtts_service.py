@@ -54,5 +54,24 @@ def test_enabling_xtts_deploys_it_with_its_model_volume_and_policy(tmp_path):
     gateway = obj(rendering, "Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]
     queues = next(e["value"] for e in gateway["env"] if e["name"] == "QUEUES").split(",")
     assert "xtts" in queues or "xtts:xtts" in queues
+    gateway_env = {e["name"]: e.get("value") for e in gateway["env"]}
+    # No default voice in the table's entry: the gateway must refuse a job without a reference; the model's
+    # languages are not in the entry either, so the gateway keeps XTTS v2's (workers/gateway/config.py).
+    assert gateway_env["XTTS_DEFAULT_VOICE"] == "false" and "XTTS_LANGUAGES" not in gateway_env
+    assert env["XTTS_DEVICE"] == "cuda"  # GPU nodes on every cloud target (the role's default worker environment)
     for kind in ("Service", "PodDisruptionBudget", "NetworkPolicy"):
         obj(rendering, kind, "xtts-metrics" if kind == "Service" else "xtts")
+
+
+def test_a_default_voice_and_the_models_languages_reach_the_gateway(tmp_path):
+    """The entry's XTTS_SPEAKER_WAV (a default voice) and XTTS_LANGUAGES (the model's languages) tell the gateway
+    what it may accept: a job without a reference voice, and only those languages."""
+    env = {"XTTS_MODEL_DIR": "/models/xtts", "XTTS_SPEAKER_WAV": "/models/xtts/speaker.wav", "XTTS_LANGUAGES": "en,de"}
+    services = [{**s, "enabled": True, "env": env} if s["name"] == "xtts" else s for s in SERVICES]
+    r = ansible_playbook("-i", "inventories/gke", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
+                         "-e", json.dumps({"harness_services": services, "harness_model_volumes": {"xtts": PVC}}))
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    rendering = json.loads((tmp_path / "controller.json").read_text())
+    gateway = obj(rendering, "Deployment", "gateway")["spec"]["template"]["spec"]["containers"][0]
+    gateway_env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert (gateway_env["XTTS_DEFAULT_VOICE"], gateway_env["XTTS_LANGUAGES"]) == ("true", "en,de")

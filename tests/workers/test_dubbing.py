@@ -201,7 +201,7 @@ def test_bad_dubbing_uploads_are_named(pipeline, piper_voice) -> None:
     cases = [
         ("no audio track", speech_video(piper_voice, "Hello there.", with_audio=False), "de", 422, "no_audio_track"),
         ("unknown target language", speech, "xx", 422, "unknown_language"),
-        ("corrupt container", os.urandom(4000), "de", 400, "corrupt_audio"),
+        ("corrupt container", os.urandom(4000), "de", 400, "corrupt_media"),
         ("oversized", os.urandom(400_000), "de", 413, "upload_too_large"),
     ]
     with client:
@@ -209,6 +209,8 @@ def test_bad_dubbing_uploads_are_named(pipeline, piper_voice) -> None:
             r = client.post("/v1/jobs/dubbing", headers=headers, data={"target_language": target},
                             files={"file": ("in.mp4", data, "application/octet-stream")})
             assert (r.status_code, r.json()["error"]["code"]) == (status, code), (what, r.text)
+            if code == "corrupt_media":  # both kinds of upload the endpoint takes are named
+                assert "MP4" in r.json()["error"]["message"] and "WAV" in r.json()["error"]["message"], r.text
 
 
 def test_a_failed_dubbing_job_leaves_no_stage_job_waiting(redis_url: str) -> None:

@@ -20,6 +20,7 @@ from starlette.datastructures import UploadFile
 
 from workers.core.env import ConfigError
 from workers.dubbing.flow import gateway_flow
+from workers.gateway.audio_check import ALLOWED_TEXT as AUDIO_FORMATS
 from workers.gateway.audio_check import check_audio
 from workers.gateway.backend import JobBackend
 from workers.gateway.body_limit import BodyLimitMiddleware
@@ -41,6 +42,7 @@ from workers.gateway.schemas import (
     MtRequest,
     TtsRequest,
 )
+from workers.gateway.video_check import ALLOWED_TEXT as VIDEO_FORMATS
 from workers.gateway.video_check import check_video, is_video
 from workers.lipsync.config import parse_box
 from workers.mt.config import LANGUAGE
@@ -358,7 +360,15 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry | None = None)
             data["video_key"] = await be.store_input("lipsync", dubbing_id, media, "video")
             seconds = info.duration_s
         else:
-            seconds = (await run_in_threadpool(check_audio, media, name, config.max_audio_seconds)).duration_s
+            try:
+                seconds = (await run_in_threadpool(check_audio, media, name, config.max_audio_seconds)).duration_s
+            except ApiError as exc:
+                # Neither a video nor audio: say both are allowed (check_audio's message names audio only).
+                if exc.code != "corrupt_audio":
+                    raise
+                raise ApiError(400, "corrupt_media", f"uploaded file {name!r} could not be read as a video or as "
+                               f"audio; send a video ({VIDEO_FORMATS}) with an audio track, or {AUDIO_FORMATS} "
+                               "audio") from None
         stt_key = await be.store_input("stt", dubbing_id, media)
         stt_data = {"input_key": stt_key, "filename": name, "audio_seconds": seconds, "language": None,
                     "owner": key.key_id, "dubbing_id": dubbing_id}
