@@ -169,26 +169,52 @@ def back_to_min_time(samples: list[dict[str, Any]], service: str, minimum: int, 
     return settled
 
 
+def drained_at(accounting: Accounting | None, service: str) -> tuple[float | None, str | None]:
+    """When the service's last accepted job finished (BullMQ's finishedOn), or why that is unknown."""
+    if accounting is None:
+        return None, "the jobs were not polled"
+    items = [o for o in accounting.outcomes.values() if o.service == service]
+    open_ = [o for o in items if o.finished_at is None]
+    if open_:
+        return None, f"{len(open_)} of its {len(items)} jobs never finished"
+    if not items:
+        return None, "it was sent no job"
+    return max(o.finished_at for o in items if o.finished_at is not None), None
+
+
+def back_to_min_anchor(f: RunFacts, service: str) -> tuple[float | None, str]:
+    """The time back_to_min counts from for the service, and its name for the message (or why it is unknown)."""
+    end = f.anchors.get("load_end")
+    if f.scenario.expect.back_to_min_after.get(service, "load_end") == "load_end":
+        return end, "load end" if end is not None else "the load did not end"
+    t, why = drained_at(f.accounting, service)
+    if t is None:
+        return None, f"its queue never drained: {why}"
+    # A job cut off by the load's end may finish before it; the policy's clock starts at the later of the two.
+    return (max(t, end) if end is not None else t), "its last job finished"
+
+
 def _back_to_min(f: RunFacts, service: str) -> Result:
     bound = f.scenario.expect.back_to_min[service] * f.factor(service)
     name = f"back_to_min.{service}"
     minimum = f.hpa_bounds.get(service, (None, None))[0]
-    expected = f"back to the minimum ({minimum}) within {bound:g} s of load end, and staying there"
-    end = f.anchors.get("load_end")
-    if end is None or minimum is None:
-        return Result(name, expected, "the load did not end or the HPA minimum is unknown", False)
-    settled = back_to_min_time(f.samples, service, minimum, end)
+    anchor, what = back_to_min_anchor(f, service)
+    since = "load end" if f.scenario.expect.back_to_min_after.get(service, "load_end") == "load_end" else "its last job"
+    expected = f"back to the minimum ({minimum}) within {bound:g} s of {since}, and staying there"
+    if anchor is None or minimum is None:
+        return Result(name, expected, what if anchor is None else "the HPA minimum is unknown", False)
+    settled = back_to_min_time(f.samples, service, minimum, anchor)
     last = next((s["services"][service] for s in reversed(f.samples) if service in s.get("services", {})), {})
     if settled is None:
-        waited = (f.samples[-1]["t"] - end) if f.samples else 0
+        waited = (f.samples[-1]["t"] - anchor) if f.samples else 0
         return Result(
             name,
             expected,
             f"still at {last.get('ready')} ready replicas (HPA desired "
-            f"{last.get('hpa_desired')}) {waited:.0f} s after load end",
+            f"{last.get('hpa_desired')}) {waited:.0f} s after {what}",
             False,
         )
-    elapsed = max(0.0, settled - end)
+    elapsed = max(0.0, settled - anchor)
     return Result(name, expected, f"at {minimum} after {elapsed:.1f} s", elapsed <= bound, round(elapsed, 1))
 
 

@@ -35,7 +35,7 @@ from loadtests.apiproxy import PodPortRelay, RelayError, ServiceRelay, cluster_s
 from loadtests.audio import ensure_clips
 from loadtests.budgets import BudgetEditor, store_from_spec
 from loadtests.envelope import DEFAULT_INVENTORY, other_targets, policy_from_inventory
-from loadtests.expectations import RunFacts, back_to_min_time, evaluate, series_increase
+from loadtests.expectations import RunFacts, back_to_min_time, drained_at, evaluate, series_increase
 from loadtests.faults import FaultError, FaultRecord, Injector, check_runtime, run_schedule, runtime_from_args
 from loadtests.ledger import LedgerTail
 from loadtests.plot import draw
@@ -307,7 +307,9 @@ def run_actions(run: Run, tail: LedgerTail, editor: BudgetEditor | None, stop: t
         run.note(f"action {action.name} at +{entry['t'] - start:.1f} s: {entry.get('error') or entry['what']}")
 
 
-def settled(run: Run, sampler: Sampler, book: AlertBook, hpa_min: dict[str, int]) -> bool:
+def settled(
+    run: Run, sampler: Sampler, book: AlertBook, hpa_min: dict[str, int], accounting: Accounting | None = None
+) -> bool:
     """True once every after-load expectation has something to judge: services back at their minimum (for
     three samples), expected alerts resolved, every action done."""
     if len(run.actions_done) < len(run.scenario.actions) or len(run.faults_done) < len(run.scenario.faults):
@@ -321,7 +323,13 @@ def settled(run: Run, sampler: Sampler, book: AlertBook, hpa_min: dict[str, int]
     if end is None or not samples:
         return False
     for svc in run.scenario.expect.back_to_min:
-        since = back_to_min_time(samples, svc, hpa_min[svc], end)
+        anchor = end
+        if run.scenario.expect.back_to_min_after.get(svc) == "drained":
+            drained, _ = drained_at(accounting, svc)
+            if drained is None:
+                return False
+            anchor = max(end, drained)
+        since = back_to_min_time(samples, svc, hpa_min[svc], anchor)
         if since is None or samples[-1]["t"] - since < 3 * sampler.interval_s:
             return False
     records = book.snapshot()
@@ -589,14 +597,17 @@ def execute(args: argparse.Namespace) -> int:
         counts = accounting.counts()
         run.note(f"jobs: completed {counts['completed']}, failed {counts['failed']}, lost {counts['lost']}")
         factor = max(scenario.written_for_time_scale / time_scale.get(s, 1) for s in scenario.services)
-        settle_deadline = run.anchors["load_end"] + scenario.timeouts.settle_s * factor
+        # settle_s counts from the load end, or from the drain's end when a back_to_min counts from the last job.
+        from_drain = "drained" in scenario.expect.back_to_min_after.values()
+        settle_from = time.time() if from_drain else run.anchors["load_end"]
+        settle_deadline = settle_from + scenario.timeouts.settle_s * factor
         mins = {n: b[0] for n, b in hpa_bounds.items()}
-        while time.time() < settle_deadline and not settled(run, sampler, book, mins):
+        while time.time() < settle_deadline and not settled(run, sampler, book, mins, accounting):
             time.sleep(sampler.interval_s)
-        if not settled(run, sampler, book, mins):
+        if not settled(run, sampler, book, mins, accounting):
             run.note(
                 f"stopped waiting for scale-down/alert resolution at the settle limit "
-                f"({scenario.timeouts.settle_s * factor:g} s after load end)"
+                f"({scenario.timeouts.settle_s * factor:g} s after {'the drain' if from_drain else 'load end'})"
             )
     except Aborted as exc:
         aborted = str(exc)

@@ -148,6 +148,10 @@ class LatencyBounds:
     job_completion_s: dict[str, float] = field(default_factory=dict)  # service or "all" -> bound
 
 
+# What expect.back_to_min.<svc>.within_s counts from.
+BACK_TO_MIN_ANCHORS = ("load_end", "drained")
+
+
 @dataclass(frozen=True)
 class Expectations:
     scale_up: dict[str, ScaleUp] = field(default_factory=dict)
@@ -158,6 +162,10 @@ class Expectations:
     jobs: JobLimits = JobLimits()
     latency_p95: LatencyBounds = LatencyBounds()
     policy: tuple[str, ...] = ()  # services whose replicas are judged against the inventory's HPA policy
+    # service -> what back_to_min's seconds count from: "load_end" (default) or "drained" (the service's last
+    # accepted job finished). The policy can only take replicas away once the queue is empty, and how long the
+    # backlog takes to drain depends on the machine, which latency_p95.job_completion_s bounds already.
+    back_to_min_after: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -472,10 +480,15 @@ def _expect(
             c.number(s["within_s"], f"{where}.within_s", 0, strict=True),
         )
     back_to_min = {}
+    back_to_min_after = {}
     for svc, item in per_service("back_to_min").items():
         where = f"expect.back_to_min.{svc}"
-        b = c.mapping(item, where, {"within_s"}, set())
+        b = c.mapping(item, where, {"within_s"}, {"after"})
         back_to_min[svc] = c.number(b["within_s"], f"{where}.within_s", 0, strict=True)
+        after = b.get("after", "load_end")
+        if after not in BACK_TO_MIN_ANCHORS:
+            raise c.fail(f"{where}.after", f"must be one of {list(BACK_TO_MIN_ANCHORS)}; got {_short(after)}")
+        back_to_min_after[svc] = after
     bounds = m.get("replica_bounds", False)
     if not isinstance(bounds, bool):
         raise c.fail("expect.replica_bounds", f"must be true or false; got {_short(bounds)}")
@@ -534,7 +547,7 @@ def _expect(
     else:
         raise c.fail("expect.policy", f"must be true, false or a list of services; got {_short(policy_raw)}")
     return Expectations(
-        scale_up, back_to_min, bounds, fire, not_fire, jobs, LatencyBounds(gateway_ms, job_s), policy
+        scale_up, back_to_min, bounds, fire, not_fire, jobs, LatencyBounds(gateway_ms, job_s), policy, back_to_min_after
     )
 
 

@@ -229,6 +229,32 @@ def test_failures_name_the_expectation_and_the_observed_value(tmp_path):
     assert not results["back_to_min.stt"].passed and results["back_to_min.stt"].value == 66.0
 
 
+def test_back_to_min_after_drained_counts_from_the_services_last_job(tmp_path):
+    # The recorded run is back at 2 at +126 s, 66 s after load end: too late for 30 s from load end. Its last
+    # stt job finished at load end + 40 s; from there it took 26 s, which the policy (and the bound) allows.
+    scen = scenario(back_to_min={"stt": {"within_s": 30, "after": "drained"}})
+    f = facts(tmp_path, scen)
+    for o in f.accounting.outcomes.values():
+        o.finished_at = LOAD_END + (40 if o.service == "stt" else 55)
+    result = by_name(evaluate(f))["back_to_min.stt"]
+    assert result.passed and result.value == 26.0, result
+    assert result.expected == "back to the minimum (2) within 30 s of its last job, and staying there"
+    # The same run judged from the load end fails: the anchor is what changed.
+    f.scenario = scenario(back_to_min={"stt": {"within_s": 30}})
+    assert not by_name(evaluate(f))["back_to_min.stt"].passed
+
+
+def test_back_to_min_after_drained_fails_when_a_job_never_finished(tmp_path):
+    scen = scenario(back_to_min={"stt": {"within_s": 500, "after": "drained"}})
+    f = facts(tmp_path, scen)
+    stt = [o for o in f.accounting.outcomes.values() if o.service == "stt"]
+    for o in stt[1:]:
+        o.finished_at = LOAD_END + 10
+    result = by_name(evaluate(f))["back_to_min.stt"]
+    assert not result.passed
+    assert result.observed == f"its queue never drained: 1 of its {len(stt)} jobs never finished"
+
+
 def test_back_to_min_fails_when_the_service_never_settles(tmp_path):
     samples = recorded_samples()
     for s in samples[-10:]:

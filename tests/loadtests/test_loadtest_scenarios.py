@@ -165,6 +165,10 @@ def test_impossible_scenario_asks_for_more_than_the_policy_max():
             "expect.back_to_min.tts: missing required key(s) ['within_s']",
         ),
         (
+            bad("expect.back_to_min.tts.after", "queue_empty"),
+            "expect.back_to_min.tts.after: must be one of ['load_end', 'drained']; got 'queue_empty'",
+        ),
+        (
             bad("actions.0.set_monthly_budget_usd.stt", 0),
             "actions[0].set_monthly_budget_usd.stt: must be greater than 0; got 0",
         ),
