@@ -174,8 +174,8 @@ class _Yaml12Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ign
 
     PyYAML follows YAML 1.1, where a plain ``=`` is the "value" type and has no constructor, so it fails on
     Kubernetes manifests that list ``=`` unquoted (prometheus-operator's CRDs: the enum of a matcher's matchType).
-    libyaml's parser where PyYAML has it: the operator's CRDs (4.1 MB) parse in 0.9 s instead of 8.3 s, once per
-    site.yml run (the constructor and resolver are the same Python classes either way).
+    libyaml's parser where PyYAML has it: the operator's CRDs (4.2 MB) parse 9.5 times faster (bench/manifest_parse.py,
+    docs/performance.md), once per site.yml run (the constructor and resolver are the same Python classes either way).
     """
 
 
