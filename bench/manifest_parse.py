@@ -13,6 +13,7 @@ import argparse
 import importlib.util
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ CACHE = Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache/gpu-serving-h
 
 
 def filter_module():
+    sys.dont_write_bytecode = True  # leave no __pycache__ inside roles/ (the repository's scans read every file there)
     spec = importlib.util.spec_from_file_location("harness_filters", REPO / "roles/harness/filter_plugins/harness.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
