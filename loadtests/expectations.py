@@ -182,25 +182,30 @@ def drained_at(accounting: Accounting | None, service: str) -> tuple[float | Non
     return max(o.finished_at for o in items if o.finished_at is not None), None
 
 
-def back_to_min_anchor(f: RunFacts, service: str) -> tuple[float | None, str]:
-    """The time back_to_min counts from for the service, and its name for the message (or why it is unknown)."""
-    end = f.anchors.get("load_end")
-    if f.scenario.expect.back_to_min_after.get(service, "load_end") == "load_end":
-        return end, "load end" if end is not None else "the load did not end"
-    t, why = drained_at(f.accounting, service)
+# What back_to_min's seconds count from, as the expectation names it.
+BACK_TO_MIN_SINCE = {"load_end": "load end", "drained": "its last job"}
+
+
+def back_to_min_anchor(after: str, load_end: float | None, accounting: Accounting | None,
+                       service: str) -> tuple[float | None, str]:
+    """The time back_to_min counts from for the service, and its name for the message (or why it is unknown).
+    Shared by the verdict and by the runner's settle wait, so both count from the same moment."""
+    if after == "load_end":
+        return load_end, "load end" if load_end is not None else "the load did not end"
+    t, why = drained_at(accounting, service)
     if t is None:
         return None, f"its queue never drained: {why}"
     # A job cut off by the load's end may finish before it; the policy's clock starts at the later of the two.
-    return (max(t, end) if end is not None else t), "its last job finished"
+    return (max(t, load_end) if load_end is not None else t), "its last job finished"
 
 
 def _back_to_min(f: RunFacts, service: str) -> Result:
     bound = f.scenario.expect.back_to_min[service] * f.factor(service)
     name = f"back_to_min.{service}"
     minimum = f.hpa_bounds.get(service, (None, None))[0]
-    anchor, what = back_to_min_anchor(f, service)
-    since = "load end" if f.scenario.expect.back_to_min_after.get(service, "load_end") == "load_end" else "its last job"
-    expected = f"back to the minimum ({minimum}) within {bound:g} s of {since}, and staying there"
+    after = f.scenario.expect.back_to_min_after.get(service, "load_end")
+    anchor, what = back_to_min_anchor(after, f.anchors.get("load_end"), f.accounting, service)
+    expected = f"back to the minimum ({minimum}) within {bound:g} s of {BACK_TO_MIN_SINCE[after]}, and staying there"
     if anchor is None or minimum is None:
         return Result(name, expected, what if anchor is None else "the HPA minimum is unknown", False)
     settled = back_to_min_time(f.samples, service, minimum, anchor)

@@ -35,7 +35,7 @@ from loadtests.apiproxy import PodPortRelay, RelayError, ServiceRelay, cluster_s
 from loadtests.audio import ensure_clips
 from loadtests.budgets import BudgetEditor, store_from_spec
 from loadtests.envelope import DEFAULT_INVENTORY, other_targets, policy_from_inventory
-from loadtests.expectations import RunFacts, back_to_min_time, drained_at, evaluate, series_increase
+from loadtests.expectations import RunFacts, back_to_min_anchor, back_to_min_time, evaluate, series_increase
 from loadtests.faults import FaultError, FaultRecord, Injector, check_runtime, run_schedule, runtime_from_args
 from loadtests.ledger import LedgerTail
 from loadtests.plot import draw
@@ -323,12 +323,9 @@ def settled(
     if end is None or not samples:
         return False
     for svc in run.scenario.expect.back_to_min:
-        anchor = end
-        if run.scenario.expect.back_to_min_after.get(svc) == "drained":
-            drained, _ = drained_at(accounting, svc)
-            if drained is None:
-                return False
-            anchor = max(end, drained)
+        anchor, _ = back_to_min_anchor(run.scenario.expect.back_to_min_after.get(svc, "load_end"), end, accounting, svc)
+        if anchor is None:
+            return False
         since = back_to_min_time(samples, svc, hpa_min[svc], anchor)
         if since is None or samples[-1]["t"] - since < 3 * sampler.interval_s:
             return False
