@@ -66,9 +66,20 @@ def test_a_shared_requirement_change_rebuilds_every_python_image(build) -> None:
     before = hashes(build)
     p = build.copy / "images/requirements/base.txt"
     p.write_text(p.read_text() + "# comment\n")
-    assert changed(before, hashes(build)) == {"python-base", "python-ml", "gateway", "stt-worker", "tts-worker",
-                                              "tts-coqui-worker", "mt-worker", "lipsync-worker", "queue-exporter",
-                                              "gpu-exporter", "cost-exporter"}
+    assert changed(before, hashes(build)) == {"python-base", "python-ml", "python-torch", "gateway", "stt-worker",
+                                              "tts-worker", "tts-coqui-worker", "mt-worker", "lipsync-worker",
+                                              "queue-exporter", "gpu-exporter", "cost-exporter"}
+
+
+def test_the_torch_layer_is_shared_by_the_torch_images_only(build) -> None:
+    """torch (several GB) is one layer, python-torch, under both torch images: changing its pin rebuilds that layer and
+    the two images on it, and nothing else (no other image carries torch)."""
+    before = hashes(build)
+    p = build.copy / "images/requirements/torch.txt"
+    p.write_text(p.read_text() + "# comment\n")
+    assert changed(before, hashes(build)) == {"python-torch", "tts-coqui-worker", "lipsync-worker"}
+    spec = {i.name: i for i in build.load_spec(build.copy / "images/images.yml")[1]}
+    assert spec["python-torch"].push is False and spec["python-torch"].optional is True
 
 
 def test_a_containerfile_or_binary_change_rebuilds_that_image_only(build) -> None:
