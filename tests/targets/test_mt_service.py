@@ -150,4 +150,47 @@ def test_the_local_dubbing_vars_are_the_default_table_with_mt_enabled():
     assert extra["harness_dubbing_enabled"] is True
     assert [{k: v for k, v in s.items() if k != "enabled"} for s in extra["harness_services"]] == [
         {k: v for k, v in s.items() if k != "enabled"} for s in SERVICES]
-    assert {s["name"] for s in extra["harness_services"] if s["enabled"]} == {"stt", "tts", "mt"}
+    assert {s["name"] for s in extra["harness_services"] if s["enabled"]} == {"stt", "tts", "mt", "lipsync", "xtts"}
+    # lipsync and xtts run on the optional torch images, which only images_build_coqui builds.
+    assert extra["images_build_coqui"] is True
+
+
+def render_dubbing(tmp_path, *extra: str) -> tuple[int, dict | None, str]:
+    r = ansible_playbook("-i", "inventories/local", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
+                         "-e", "@inventories/extra-vars/local-dubbing.yml", *extra)
+    out = json.loads((tmp_path / "controller.json").read_text()) if r.returncode == 0 else None
+    return r.returncode, out, r.stdout + r.stderr
+
+
+def test_the_local_dubbing_vars_deploy_all_five_services_with_their_demo_models(tmp_path):
+    """With inventories/extra-vars/local-dubbing.yml, the local target deploys stt, tts, mt, lipsync and xtts, and each
+    model a worker image does not carry (mt, lipsync, xtts: model_mount in the table) comes from the random-weight demo
+    model built on the real node, through its own claim and local PersistentVolume. Expectations from the extra-vars
+    file and the local inventory."""
+    extra = yaml.safe_load((REPO / "inventories/extra-vars/local-dubbing.yml").read_text())
+    platform = yaml.safe_load((REPO / "inventories/local/group_vars/all/platform.yml").read_text())
+    rc, r, log = render_dubbing(tmp_path)
+    assert rc == 0, log[-3000:]
+    table = {s["name"]: s for s in extra["harness_services"] if s["enabled"]}
+    for name, svc in table.items():
+        pod = obj(r, "Deployment", name)["spec"]["template"]["spec"]
+        assert pod["containers"][0]["command"] == svc["command"]
+        if "model_mount" not in svc:
+            continue
+        assert name in platform["harness_demo_models"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "model")
+        assert volume == {"name": "model", "persistentVolumeClaim": {"claimName": f"{name}-model", "readOnly": True}}
+        mounts = pod["containers"][0]["volumeMounts"]
+        assert {"name": "model", "mountPath": svc["model_mount"], "readOnly": True} in mounts
+        claim = obj(r, "PersistentVolumeClaim", f"{name}-model")
+        pv = obj(r, "PersistentVolume", claim["spec"]["volumeName"])
+        assert pv["spec"]["claimRef"]["name"] == f"{name}-model"
+        assert pv["spec"]["local"]["path"].endswith(f"/local/models/{name}")
+    assert {n for n, s in table.items() if "model_mount" in s} == {"mt", "lipsync", "xtts"}
+    obj(r, "Deployment", "dubbing")
+
+
+def test_a_demo_model_no_builder_exists_for_is_refused_naming_it(tmp_path):
+    rc, _, log = render_dubbing(tmp_path, "-e", json.dumps({"harness_demo_models": ["mt", "stt"]}))
+    assert rc != 0
+    assert 'harness_demo_models=["mt", "stt"] names ["stt"]' in log and '"lipsync"' in log, log[-3000:]

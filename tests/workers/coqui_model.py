@@ -1,11 +1,15 @@
 """Build a small Coqui VITS model with random weights in a model directory, the way a trained one ships.
 
-Nothing is downloaded: the model is made from its config. Used by the coqui tests and bench/tts_rtf.py.
+Nothing is downloaded: the model is made from its config. Used by the coqui tests and bench/tts_rtf.py. The XTTS
+builder lives in workers/xtts/random_model.py.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+# The XTTS builder is the worker's own (the local demo deploys it too), re-exported for the coqui tests.
+from workers.xtts.random_model import XTTS_SAMPLE_RATE, build_random_xtts  # noqa: F401
 
 SAMPLE_RATE = 16000
 
@@ -39,46 +43,4 @@ def build_random_vits(model_dir: Path, seed: int = 0) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "config": config.to_dict()}, model_dir / "model.pth")
     config.save_json(str(model_dir / "config.json"))
-    return model_dir
-
-
-XTTS_SAMPLE_RATE = 24000  # XTTS's HiFi-GAN decoder writes 24 kHz (XttsAudioConfig.output_sample_rate)
-
-
-def build_random_xtts(model_dir: Path, seed: int = 0) -> Path:
-    """A small XTTS with random weights, saved as a trained XTTS ships: config.json ("model": "xtts"), model.pth
-    ({"model": state dict, "config": ...}) and vocab.json (the BPE tokenizer; here the one coqui-tts ships for
-    Tortoise, TTS/tts/utils/assets/tortoise/tokenizer.json). No speakers_xtts.pth (no built-in speakers) and no
-    DVAE (inference does not use it; Xtts.load_checkpoint drops its keys); the mel statistics are the model's
-    `mel_stats` buffer in the state dict.
-
-    The GPT is tiny (2 layers, 64 channels) and may generate at most 8 audio codes (gpt_max_audio_tokens), so a
-    sentence is about 0.2 s of audio. The HiFi-GAN decoder and its ResNet speaker encoder have fixed sizes in
-    coqui-tts (XttsArgs sets only their input widths), so they are full size: model.pth is about 90 MB. RANDOM
-    WEIGHTS: the audio is noise. RANDOM_WEIGHTS.txt marks the directory (the worker names it '<dir> (random
-    weights)')."""
-    import shutil
-
-    import torch
-    import TTS
-    from TTS.tts.configs.xtts_config import XttsArgs, XttsAudioConfig
-    from TTS.tts.configs.xtts_config import XttsConfig as CoquiXttsConfig
-    from TTS.tts.layers.xtts.tokenizer import VoiceBpeTokenizer
-    from TTS.tts.models.xtts import Xtts
-
-    model_dir.mkdir(parents=True, exist_ok=True)
-    vocab = model_dir / "vocab.json"
-    shutil.copyfile(Path(TTS.__file__).parent / "tts/utils/assets/tortoise/tokenizer.json", vocab)
-    torch.manual_seed(seed)
-    args = XttsArgs(gpt_layers=2, gpt_n_model_channels=64, gpt_n_heads=2, gpt_max_audio_tokens=8,
-                    gpt_use_perceiver_resampler=True, decoder_input_dim=64)
-    config = CoquiXttsConfig(model_args=args, audio=XttsAudioConfig())
-    model = Xtts(config)
-    # Xtts sizes its text embedding from the tokenizer it has: give it the vocabulary, as load_checkpoint will.
-    model.tokenizer = VoiceBpeTokenizer(vocab_file=str(vocab))
-    model.init_models()
-    torch.save({"model": model.state_dict(), "config": config.to_dict()}, model_dir / "model.pth")
-    config.save_json(str(model_dir / "config.json"))
-    (model_dir / "RANDOM_WEIGHTS.txt").write_text(
-        "This XTTS model has random weights (tests/workers/coqui_model.py): it speaks noise.\n")
     return model_dir
