@@ -74,7 +74,14 @@ def test_a_dead_socket_is_removed_without_waiting(tmp_path):
 def test_a_live_supervisord_is_stopped(tmp_path):
     conf = write_conf(tmp_path)
     subprocess.run([str(BIN / "supervisord"), "-c", str(conf)], check=True, timeout=60)
-    pid = int((conf.parent / "supervisord.pid").read_text())
+    # supervisord daemonizes: the command returns when it has forked, and the daemon writes its pid file after that
+    # (found in CI on a loaded machine: the file was not there yet when read at once).
+    pidfile = conf.parent / "supervisord.pid"
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pidfile.exists(), "supervisord wrote no pid file within 30 s of daemonizing"
+    pid = int(pidfile.read_text())
     run = teardown(tmp_path)
     assert run.returncode == 0, run.stdout[-3000:]
     assert not (conf.parent / "supervisor.sock").exists()
