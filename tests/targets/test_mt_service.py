@@ -18,11 +18,15 @@ def enabled_mt() -> list[dict]:
     return [{**s, "enabled": True} if s["name"] == "mt" else s for s in SERVICES]
 
 
-def render(tmp_path, target: str, **extra) -> tuple[int, dict | None, str]:
+def render_with(tmp_path, target: str, *args: str) -> tuple[int, dict | None, str]:
     r = ansible_playbook("-i", f"inventories/{target}", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
-                         "-e", json.dumps({"harness_services": enabled_mt(), **extra}))
+                         *args)
     out = json.loads((tmp_path / "controller.json").read_text()) if r.returncode == 0 else None
     return r.returncode, out, r.stdout + r.stderr
+
+
+def render(tmp_path, target: str, **extra) -> tuple[int, dict | None, str]:
+    return render_with(tmp_path, target, "-e", json.dumps({"harness_services": enabled_mt(), **extra}))
 
 
 def obj(rendering: dict, kind: str, name: str) -> dict:
@@ -156,10 +160,7 @@ def test_the_local_dubbing_vars_are_the_default_table_with_mt_enabled():
 
 
 def render_dubbing(tmp_path, *extra: str) -> tuple[int, dict | None, str]:
-    r = ansible_playbook("-i", "inventories/local", "tests/targets/render.yml", "-e", f"render_out={tmp_path}",
-                         "-e", "@inventories/extra-vars/local-dubbing.yml", *extra)
-    out = json.loads((tmp_path / "controller.json").read_text()) if r.returncode == 0 else None
-    return r.returncode, out, r.stdout + r.stderr
+    return render_with(tmp_path, "local", "-e", "@inventories/extra-vars/local-dubbing.yml", *extra)
 
 
 def test_the_local_dubbing_vars_deploy_all_five_services_with_their_demo_models(tmp_path):
